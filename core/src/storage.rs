@@ -1,0 +1,280 @@
+//! The storage format: one Redis string per limiter, shared by every implementation.
+//!
+//! | algorithm | value | example |
+//! |---|---|---|
+//! | FIXED | the count, a non-negative decimal integer; the key's expiry is the window's end | `7` |
+//! | SLIDING | `s:<window>:<previous>:<current>`: the index of the current window (`now / period`) and the counts of the previous and current windows | `s:28881234:17:4` |
+//! | GCRA | `-(1 + tat)`, a negative integer from `-2^62` to `-1`; `tat` is the theoretical arrival time in GCRA units, modulo 2^62 (see the `gcra` module) | `-1732893840123457` |
+//!
+//! The three shapes cannot be mistaken for each other, and FIXED and GCRA values are integers,
+//! which Redis can keep int-encoded.
+
+use crate::limit::Algorithm;
+use std::fmt;
+
+/// The modulus of GCRA's stored theoretical arrival time: 2^62.
+pub(crate) const GCRA_MODULUS: u64 = 1 << 62;
+
+/// The state of a FIXED limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedState {
+    /// Units spent in the current window.
+    pub count: u64,
+    /// When the window ends, in milliseconds since the epoch: the key's absolute expiry. `None`
+    /// for a key without expiry (written by hand), whose window is taken to start now.
+    pub window_end_ms: Option<u64>,
+}
+
+/// The state of a SLIDING limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlidingState {
+    /// The index of the window that `current` counts: `floor(time / period)`.
+    pub window: u64,
+    /// Units spent in the window before `window`.
+    pub previous: u64,
+    /// Units spent in `window`.
+    pub current: u64,
+}
+
+/// The state of a GCRA limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcraState {
+    /// The theoretical arrival time in GCRA units, modulo 2^62.
+    pub tat: u64,
+}
+
+/// A limiter's stored state, of one of the three algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// A FIXED window.
+    Fixed(FixedState),
+    /// A SLIDING window.
+    Sliding(SlidingState),
+    /// A GCRA bucket.
+    Gcra(GcraState),
+}
+
+/// A stored value that is no limiter's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeError;
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the value is not a rate limiter state")
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// An encoded value on the stack, so that encoding never allocates.
+#[derive(Clone, Copy)]
+pub struct Encoded {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Encoded {
+    /// The bytes to store.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The value as an integer, for FIXED and GCRA; `None` for SLIDING.
+    pub fn as_integer(&self) -> Option<i64> {
+        parse_i64(self.as_bytes())
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn push_u64(&mut self, mut value: u64) {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        self.push(&digits[start..]);
+    }
+}
+
+impl fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl State {
+    /// The algorithm this state belongs to.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            State::Fixed(_) => Algorithm::Fixed,
+            State::Sliding(_) => Algorithm::Sliding,
+            State::Gcra(_) => Algorithm::Gcra,
+        }
+    }
+
+    /// Reads a stored value. `expire_at_ms` is the key's absolute expiry, which is FIXED's window
+    /// end. Fails on anything that is not one of the three shapes.
+    pub fn decode(value: &[u8], expire_at_ms: Option<u64>) -> Result<State, DecodeError> {
+        if let Some(rest) = value.strip_prefix(b"s:") {
+            let mut fields = rest.split(|&b| b == b':');
+            let mut next = || fields.next().and_then(parse_u64).ok_or(DecodeError);
+            let state = SlidingState {
+                window: next()?,
+                previous: next()?,
+                current: next()?,
+            };
+            return match fields.next() {
+                None => Ok(State::Sliding(state)),
+                Some(_) => Err(DecodeError),
+            };
+        }
+        let number = parse_i64(value).ok_or(DecodeError)?;
+        if number >= 0 {
+            Ok(State::Fixed(FixedState {
+                count: number as u64,
+                window_end_ms: expire_at_ms,
+            }))
+        } else {
+            let tat = number.unsigned_abs() - 1;
+            if tat < GCRA_MODULUS {
+                Ok(State::Gcra(GcraState { tat }))
+            } else {
+                Err(DecodeError)
+            }
+        }
+    }
+
+    /// The value to store. FIXED's window end is not part of it: it is the key's expiry.
+    pub fn encode(&self) -> Encoded {
+        let mut out = Encoded {
+            buf: [0; 64],
+            len: 0,
+        };
+        match self {
+            State::Fixed(s) => out.push_u64(s.count.min(i64::MAX as u64)),
+            State::Sliding(s) => {
+                out.push(b"s:");
+                out.push_u64(s.window);
+                out.push(b":");
+                out.push_u64(s.previous);
+                out.push(b":");
+                out.push_u64(s.current);
+            }
+            State::Gcra(s) => {
+                out.push(b"-");
+                out.push_u64((s.tat % GCRA_MODULUS) + 1);
+            }
+        }
+        out
+    }
+}
+
+fn parse_u64(text: &[u8]) -> Option<u64> {
+    crate::parse::integer_in(text, 0, u64::MAX)
+}
+
+fn parse_i64(text: &[u8]) -> Option<i64> {
+    match text.strip_prefix(b"-") {
+        Some(digits) => {
+            let magnitude = crate::parse::integer_in(digits, 1, i64::MAX as u64 + 1)?;
+            Some((magnitude as i64).wrapping_neg())
+        }
+        None => i64::try_from(parse_u64(text)?).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_each_shape() {
+        let cases: &[(&[u8], Option<u64>, Result<State, DecodeError>)] = &[
+            (
+                b"7",
+                Some(99),
+                Ok(State::Fixed(FixedState {
+                    count: 7,
+                    window_end_ms: Some(99),
+                })),
+            ),
+            (
+                b"0",
+                None,
+                Ok(State::Fixed(FixedState {
+                    count: 0,
+                    window_end_ms: None,
+                })),
+            ),
+            (b"-1", None, Ok(State::Gcra(GcraState { tat: 0 }))),
+            (
+                b"-4611686018427387904",
+                None,
+                Ok(State::Gcra(GcraState {
+                    tat: GCRA_MODULUS - 1,
+                })),
+            ),
+            (b"-4611686018427387905", None, Err(DecodeError)),
+            (b"-9223372036854775808", None, Err(DecodeError)),
+            (b"9223372036854775808", None, Err(DecodeError)),
+            (
+                b"s:12:3:4",
+                None,
+                Ok(State::Sliding(SlidingState {
+                    window: 12,
+                    previous: 3,
+                    current: 4,
+                })),
+            ),
+            (b"s:12:3", None, Err(DecodeError)),
+            (b"s:12:3:4:5", None, Err(DecodeError)),
+            (b"s:12:-3:4", None, Err(DecodeError)),
+            (b"s:", None, Err(DecodeError)),
+            (b"", None, Err(DecodeError)),
+            (b"-", None, Err(DecodeError)),
+            (b"-0", None, Err(DecodeError)),
+            (b"hello", None, Err(DecodeError)),
+            (b"1.5", None, Err(DecodeError)),
+            (b"\x00\xff", None, Err(DecodeError)),
+        ];
+        for (value, expiry, expected) in cases {
+            assert_eq!(
+                State::decode(value, *expiry),
+                *expected,
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
+
+    #[test]
+    fn encodes_each_shape() {
+        let fixed = State::Fixed(FixedState {
+            count: 42,
+            window_end_ms: Some(5),
+        });
+        assert_eq!(fixed.encode().as_bytes(), b"42");
+        assert_eq!(fixed.encode().as_integer(), Some(42));
+        let sliding = State::Sliding(SlidingState {
+            window: u64::MAX,
+            previous: u64::MAX,
+            current: 0,
+        });
+        assert_eq!(
+            sliding.encode().as_bytes(),
+            b"s:18446744073709551615:18446744073709551615:0"
+        );
+        assert_eq!(sliding.encode().as_integer(), None);
+        let gcra = State::Gcra(GcraState { tat: 1_732_893_840 });
+        assert_eq!(gcra.encode().as_bytes(), b"-1732893841");
+        assert_eq!(gcra.encode().as_integer(), Some(-1_732_893_841));
+    }
+}

@@ -1,0 +1,72 @@
+//! SLIDING, specified as a table: one row per request. Windows are aligned to multiples of the
+//! period since the epoch, so `START` is the beginning of a window.
+mod common;
+use common::*;
+use ratelimit_core::{Algorithm, Limit};
+
+const START: u64 = EPOCH_ALIGNED_US;
+
+#[test]
+fn ten_per_ten_seconds() {
+    let limit = Limit::new(Algorithm::Sliding, 10, 10_000, None).unwrap();
+    #[rustfmt::skip]
+    let rows = [
+        // at_ms, cost, (allowed, remaining, reset_after_ms, retry_after_ms)
+        row(0,      5,  (1, 5, 20_000, 0)),  // counted in window 0, gone after window 1
+        row(5_000,  5,  (1, 0, 15_000, 0)),  // the exact boundary: estimate + cost == limit
+        row(5_000,  1,  (0, 0, 15_000, 6_000)), // must wait for window 1, where 10 decays to 9
+        row(11_000, 1,  (1, 0, 19_000, 0)),  // 10 * 0.9 + 0 + 1 == 10: allowed at the retry time
+        row(11_000, 1,  (0, 0, 19_000, 1_000)), // 9 + 1 + 1 > 10: wait until 10 * 0.8 + 1 + 1 == 10
+        row(12_000, 1,  (1, 0, 18_000, 0)),
+        row(12_500, 1,  (0, 0, 17_500, 500)), // the estimate decays continuously: 9.5 + 1 > 10
+        row(13_000, 1,  (1, 0, 17_000, 0)),
+        row(15_000, 20, (0, 2, 15_000, -1)), // cost above capacity: never
+        row(15_000, 0,  (1, 2, 15_000, 0)),  // cost 0 only asks: 10 * 0.5 + 3 = 8 spent
+        row(21_000, 1,  (1, 6, 19_000, 0)),  // window 2: 3 * 0.9 + 1 = 3.7, remaining rounds down
+        row(40_000, 10, (1, 0, 20_000, 0)),  // two windows idle: everything decayed
+        dry(40_000, 1,  (0, 0, 20_000, 11_000)),
+        row(50_000, 1,  (0, 0, 10_000, 1_000)), // 10 * 1.0: the previous count decays from here
+        row(51_000, 1,  (1, 0, 19_000, 0)),
+    ];
+    run_table(limit, START, 10, &rows);
+}
+
+#[test]
+fn the_window_boundary_carries_the_count_over() {
+    let limit = Limit::new(Algorithm::Sliding, 4, 1_000, None).unwrap();
+    #[rustfmt::skip]
+    let rows = [
+        row(999,   4, (1, 0, 1_001, 0)),
+        row(1_000, 1, (0, 0, 1_000, 250)), // 4 * 1.0: nothing has decayed yet
+        row(1_250, 1, (1, 0, 1_750, 0)),   // 4 * 0.75 + 1 == 4
+        row(1_999, 0, (1, 2, 1_001, 0)),   // 4 * 0.001 + 1 = 1.004, remaining rounds down
+        row(2_000, 4, (0, 3, 1_000, 1_000)), // 1 * 1.0 + 4 > 4; at 3.0 s nothing is left
+        row(3_000, 4, (1, 0, 2_000, 0)),
+    ];
+    run_table(limit, START, 4, &rows);
+}
+
+#[test]
+fn huge_limits_and_periods() {
+    const MAX: u64 = 1_000_000_000_000_000;
+    const P: u64 = 3650 * 86_400_000;
+    let limit = Limit::new(Algorithm::Sliding, MAX, P, None).unwrap();
+    #[rustfmt::skip]
+    let rows = [
+        row(0,         MAX,     (1, 0, 2 * P, 0)),
+        row(0,         1,       (0, 0, 2 * P, P as i64 + 1)),
+        row(P / 2,     MAX,     (0, 0, P * 3 / 2, (P * 3 / 2) as i64)),
+        row(P * 3 / 2, MAX / 2, (1, 0, P * 3 / 2, 0)), // half of the previous window has decayed
+    ];
+    run_table(limit, START, MAX, &rows);
+
+    let limit = Limit::new(Algorithm::Sliding, MAX, 1, None).unwrap();
+    #[rustfmt::skip]
+    let rows = [
+        row(0,           MAX,     (1, 0, 2, 0)),
+        row_us(500,      1,       (0, 0, 2, 1)),
+        row_us(1_500,    MAX / 2, (1, 0, 2, 0)),
+        row_us(1_500,    1,       (0, 0, 2, 1)),
+    ];
+    run_table(limit, START, MAX, &rows);
+}
