@@ -105,7 +105,7 @@ pub fn decide(
 
 /// `ceil(numerator / denominator)` for non-negative values; `denominator` must not be zero.
 pub(crate) fn div_ceil_u128(numerator: u128, denominator: u128) -> u128 {
-    numerator / denominator + u128::from(numerator % denominator != 0)
+    numerator.div_ceil(denominator)
 }
 
 /// The longest time any reply or expiry reports: 2^53 - 1 ms, about 285,000 years. Only absurd

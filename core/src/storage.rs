@@ -197,7 +197,8 @@ mod tests {
 
     #[test]
     fn decodes_each_shape() {
-        let cases: &[(&[u8], Option<u64>, Result<State, DecodeError>)] = &[
+        type Case<'a> = (&'a [u8], Option<u64>, Result<State, DecodeError>);
+        let cases: &[Case] = &[
             (
                 b"7",
                 Some(99),
