@@ -35,6 +35,11 @@ impl Sim {
         Some(State::decode(bytes, Some(*expire_at_ms)).expect("stored value decodes"))
     }
 
+    /// Puts back a value taken with [`Sim::stored`].
+    pub fn restore(&mut self, value: Option<(Vec<u8>, u64)>) {
+        self.value = value;
+    }
+
     /// The raw stored value and expiry.
     pub fn stored(&self) -> Option<(Vec<u8>, u64)> {
         self.value.clone()
