@@ -1,0 +1,83 @@
+//! The command handlers, one file per command.
+//!
+//! Each handler parses its arguments, takes the decision through `ratelimit_core`, stores and
+//! replicates through [`crate::store`], and replies. It always replies by itself and returns
+//! [`RedisValue::NoReply`] to `redis_module`, so replies keep the same shape in RESP2 and RESP3.
+
+pub(crate) mod check;
+pub(crate) mod quota;
+pub(crate) mod reset;
+
+use crate::args::Command;
+use crate::error::Error;
+use crate::log;
+use ratelimit_core::Decision;
+use redis_module::{raw, Context, RedisResult, RedisValue};
+use std::ffi::CString;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs `body`, which replies on success, and replies the error it returns. A panic in `body` is
+/// caught, logged at warning level and answered with the internal error, so a bug never takes the
+/// server down.
+///
+/// `body` must reply only as its last step: a panic caught after a reply has started would leave
+/// a broken reply.
+pub(crate) fn guarded(
+    ctx: &Context,
+    command: Command,
+    body: impl FnOnce() -> Result<(), Error>,
+) -> RedisResult {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => reply_error(ctx, &error),
+        Err(payload) => {
+            let reason = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic without a message");
+            log::warning(
+                ctx,
+                &format!("{} failed with an internal error: {reason}", command.name()),
+            );
+            reply_error(ctx, &Error::Internal(command));
+        }
+    }
+    Ok(RedisValue::NoReply)
+}
+
+/// Replies the error's message, which already starts with its code.
+fn reply_error(ctx: &Context, error: &Error) {
+    // The message is printable ASCII (see `Echo`), so it has no NUL; the fallback is for safety.
+    let message =
+        CString::new(error.to_string()).unwrap_or_else(|_| c"ERR internal error".to_owned());
+    // SAFETY: the message is NUL-terminated and outlives the call.
+    unsafe {
+        raw::RedisModule_ReplyWithError.expect("RedisModule_ReplyWithError")(
+            ctx.ctx,
+            message.as_ptr(),
+        );
+    }
+}
+
+/// Replies a decision as the contract's array of five integers:
+/// `[allowed, limit, remaining, reset_after_ms, retry_after_ms]`.
+pub(crate) fn reply_decision(ctx: &Context, decision: &Decision) {
+    let saturate = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    let fields = [
+        i64::from(decision.allowed),
+        saturate(decision.limit),
+        saturate(decision.remaining),
+        saturate(decision.reset_after_ms),
+        decision.retry_after_ms,
+    ];
+    raw::reply_with_array(ctx.ctx, fields.len() as std::os::raw::c_long);
+    for field in fields {
+        raw::reply_with_long_long(ctx.ctx, field);
+    }
+}
+
+/// Replies one integer.
+pub(crate) fn reply_integer(ctx: &Context, value: i64) {
+    raw::reply_with_long_long(ctx.ctx, value);
+}

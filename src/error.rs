@@ -1,0 +1,295 @@
+//! The module's error replies.
+//!
+//! Every variant displays as the exact text of its Redis error reply, code first (`ERR ...`,
+//! `WRONGTYPE ...`). Text echoed from the client is sanitized when the error is built, so a
+//! message can never carry CR, LF or NUL into the protocol.
+
+use crate::args::Command;
+use ratelimit_core::{Algorithm, DecodeError, WrongAlgorithm, MAX_COUNT};
+use std::fmt;
+
+/// How many bytes of a client's argument an error message echoes before cutting it with `...`.
+pub const MAX_ECHO: usize = 64;
+
+/// A client's argument made safe to echo inside an error reply: every byte that is not printable
+/// ASCII (including CR, LF and NUL) becomes `?`, and anything past [`MAX_ECHO`] bytes is cut and
+/// marked with `...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Echo(String);
+
+impl Echo {
+    /// Sanitizes `text` for an error message.
+    pub fn new(text: &[u8]) -> Echo {
+        let mut out: String = text
+            .iter()
+            .take(MAX_ECHO)
+            .map(|&b| {
+                if (0x20..0x7f).contains(&b) {
+                    char::from(b)
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        if text.len() > MAX_ECHO {
+            out.push_str("...");
+        }
+        Echo(out)
+    }
+
+    /// The sanitized text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Echo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Everything a command can answer instead of a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Too few or too many arguments for the command.
+    WrongArity(Command),
+    /// `limit` is not an integer from 1 to 10^15.
+    InvalidLimit(Echo),
+    /// `period` is not an integer with an optional unit.
+    InvalidPeriod(Echo),
+    /// `period` is well formed but outside 1 ms to 3650 days.
+    PeriodOutOfRange(Echo),
+    /// `BURST` is not an integer from 1 to 10^15.
+    InvalidBurst(Echo),
+    /// `COST` is not an integer from 0 to 10^15.
+    InvalidCost(Echo),
+    /// `ALGORITHM` names none of FIXED, SLIDING and GCRA.
+    UnknownAlgorithm(Echo),
+    /// An argument after `period` that is no option.
+    UnknownOption(Echo),
+    /// An option given twice; holds its keyword.
+    RepeatedOption(&'static str),
+    /// An option that takes a value came last; holds its keyword.
+    MissingValue(&'static str),
+    /// `BURST` with an algorithm other than GCRA.
+    BurstWithoutGcra,
+    /// `RATELIMIT.QUOTA` was given an option only `RATELIMIT.CHECK` takes; holds its keyword.
+    NotAcceptedByQuota(&'static str),
+    /// The key holds another Redis type than a string.
+    WrongType,
+    /// The key holds the state of another algorithm than the one requested.
+    WrongAlgorithm(WrongAlgorithm),
+    /// The key holds a string that is no limiter state.
+    NotALimiter,
+    /// The command panicked; the panic was caught and logged.
+    Internal(Command),
+}
+
+impl Error {
+    /// The Redis error code the reply starts with: `ERR` or `WRONGTYPE`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::WrongType => "WRONGTYPE",
+            _ => "ERR",
+        }
+    }
+
+    /// Whether the request itself was malformed, as opposed to the key's contents or a bug.
+    pub fn is_invalid_request(&self) -> bool {
+        !matches!(
+            self,
+            Error::WrongType | Error::WrongAlgorithm(_) | Error::NotALimiter | Error::Internal(_)
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::WrongArity(command) => write!(
+                f,
+                "ERR wrong number of arguments for '{}' command",
+                command.name()
+            ),
+            Error::InvalidLimit(text) => write!(
+                f,
+                "ERR invalid limit '{text}': expected an integer from 1 to {MAX_COUNT}"
+            ),
+            Error::InvalidPeriod(text) => write!(
+                f,
+                "ERR invalid period '{text}': expected an integer with optional unit ms, s, m, h or d"
+            ),
+            Error::PeriodOutOfRange(text) => write!(
+                f,
+                "ERR invalid period '{text}': expected from 1ms to 3650d"
+            ),
+            Error::InvalidBurst(text) => write!(
+                f,
+                "ERR invalid burst '{text}': expected an integer from 1 to {MAX_COUNT}"
+            ),
+            Error::InvalidCost(text) => write!(
+                f,
+                "ERR invalid cost '{text}': expected an integer from 0 to {MAX_COUNT}"
+            ),
+            Error::UnknownAlgorithm(text) => write!(
+                f,
+                "ERR unknown algorithm '{text}': expected {}, {} or {}",
+                Algorithm::Fixed,
+                Algorithm::Sliding,
+                Algorithm::Gcra
+            ),
+            Error::UnknownOption(text) => write!(f, "ERR unknown option '{text}'"),
+            Error::RepeatedOption(keyword) => {
+                write!(f, "ERR option '{keyword}' given more than once")
+            }
+            Error::MissingValue(keyword) => write!(f, "ERR option '{keyword}' needs a value"),
+            Error::BurstWithoutGcra => f.write_str("ERR BURST applies only to ALGORITHM GCRA"),
+            Error::NotAcceptedByQuota(keyword) => {
+                write!(f, "ERR RATELIMIT.QUOTA does not accept '{keyword}'")
+            }
+            Error::WrongType => {
+                f.write_str("WRONGTYPE Operation against a key holding the wrong kind of value")
+            }
+            Error::WrongAlgorithm(w) => write!(
+                f,
+                "ERR the key holds a {} limiter, not {}",
+                w.found, w.requested
+            ),
+            Error::NotALimiter => {
+                f.write_str("ERR the key holds a value that is not a rate limiter state")
+            }
+            Error::Internal(command) => write!(f, "ERR internal error in {}", command.name()),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<WrongAlgorithm> for Error {
+    fn from(wrong: WrongAlgorithm) -> Error {
+        Error::WrongAlgorithm(wrong)
+    }
+}
+
+impl From<DecodeError> for Error {
+    fn from(_: DecodeError) -> Error {
+        Error::NotALimiter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_message() {
+        let e = |text: &[u8]| Echo::new(text);
+        let cases = [
+            (
+                Error::WrongArity(Command::Check),
+                "ERR wrong number of arguments for 'ratelimit.check' command",
+            ),
+            (
+                Error::WrongArity(Command::Quota),
+                "ERR wrong number of arguments for 'ratelimit.quota' command",
+            ),
+            (
+                Error::WrongArity(Command::Reset),
+                "ERR wrong number of arguments for 'ratelimit.reset' command",
+            ),
+            (
+                Error::InvalidLimit(e(b"abc")),
+                "ERR invalid limit 'abc': expected an integer from 1 to 1000000000000000",
+            ),
+            (
+                Error::InvalidPeriod(e(b"5x")),
+                "ERR invalid period '5x': expected an integer with optional unit ms, s, m, h or d",
+            ),
+            (
+                Error::PeriodOutOfRange(e(b"0")),
+                "ERR invalid period '0': expected from 1ms to 3650d",
+            ),
+            (
+                Error::InvalidBurst(e(b"x")),
+                "ERR invalid burst 'x': expected an integer from 1 to 1000000000000000",
+            ),
+            (
+                Error::InvalidCost(e(b"x")),
+                "ERR invalid cost 'x': expected an integer from 0 to 1000000000000000",
+            ),
+            (
+                Error::UnknownAlgorithm(e(b"X")),
+                "ERR unknown algorithm 'X': expected FIXED, SLIDING or GCRA",
+            ),
+            (Error::UnknownOption(e(b"FOO")), "ERR unknown option 'FOO'"),
+            (
+                Error::RepeatedOption("COST"),
+                "ERR option 'COST' given more than once",
+            ),
+            (
+                Error::MissingValue("BURST"),
+                "ERR option 'BURST' needs a value",
+            ),
+            (
+                Error::BurstWithoutGcra,
+                "ERR BURST applies only to ALGORITHM GCRA",
+            ),
+            (
+                Error::NotAcceptedByQuota("COST"),
+                "ERR RATELIMIT.QUOTA does not accept 'COST'",
+            ),
+            (
+                Error::NotAcceptedByQuota("DRYRUN"),
+                "ERR RATELIMIT.QUOTA does not accept 'DRYRUN'",
+            ),
+            (
+                Error::WrongType,
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+            ),
+            (
+                Error::WrongAlgorithm(WrongAlgorithm {
+                    found: Algorithm::Sliding,
+                    requested: Algorithm::Gcra,
+                }),
+                "ERR the key holds a SLIDING limiter, not GCRA",
+            ),
+            (
+                Error::from(DecodeError),
+                "ERR the key holds a value that is not a rate limiter state",
+            ),
+            (
+                Error::Internal(Command::Check),
+                "ERR internal error in ratelimit.check",
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error.to_string(), expected);
+            assert!(expected.starts_with(error.code()), "{expected}");
+        }
+    }
+
+    #[test]
+    fn echo_is_safe_for_the_protocol() {
+        assert_eq!(Echo::new(b"abc").as_str(), "abc");
+        assert_eq!(Echo::new(b"").as_str(), "");
+        assert_eq!(Echo::new(b"a\r\nb\0c\x7f\xffd\t").as_str(), "a??b?c??d?");
+        assert_eq!(Echo::new("é".as_bytes()).as_str(), "??");
+        let long = [b'x'; 100];
+        let echoed = Echo::new(&long);
+        assert_eq!(echoed.as_str(), format!("{}...", "x".repeat(MAX_ECHO)));
+        assert_eq!(Echo::new(&long[..MAX_ECHO]).as_str(), "x".repeat(MAX_ECHO));
+        let message = Error::UnknownOption(Echo::new(b"\r\n-ERR injected\r\n")).to_string();
+        assert_eq!(message, "ERR unknown option '??-ERR injected??'");
+    }
+
+    #[test]
+    fn classifies_errors() {
+        assert_eq!(Error::WrongType.code(), "WRONGTYPE");
+        assert_eq!(Error::NotALimiter.code(), "ERR");
+        assert!(Error::BurstWithoutGcra.is_invalid_request());
+        assert!(!Error::NotALimiter.is_invalid_request());
+        assert!(!Error::Internal(Command::Reset).is_invalid_request());
+    }
+}

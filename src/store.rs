@@ -1,0 +1,276 @@
+//! The keyspace side of the module: the server clock, and reading, writing and deleting one
+//! limiter's key, with the replication of each write.
+//!
+//! Everything that touches a key goes through here, so that the hot path can be measured and
+//! optimised in one place. Optional server APIs are detected by the presence of their function
+//! pointers, never by version number.
+
+use crate::args::Command;
+use crate::error::Error;
+use ratelimit_core::{State, Update};
+use redis_module::{raw, Context, RedisString};
+use std::os::raw::{c_char, c_int, c_longlong};
+use std::ptr::NonNull;
+
+/// One reading of the server's wall clock, taken once per command.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    /// Microseconds since the Unix epoch.
+    pub now_us: u64,
+    /// Milliseconds since the Unix epoch: `now_us / 1000`.
+    pub now_ms: u64,
+}
+
+/// Reads the server's wall clock: `RedisModule_CachedMicroseconds` (Redis 7.2+, the instant the
+/// command started) when the server has it, else `RedisModule_Milliseconds`. Never a monotonic
+/// clock: the time is compared with absolute key expiries and shared with other nodes.
+pub(crate) fn now() -> Clock {
+    // SAFETY: the pointers are filled in by RedisModule_Init and called with no arguments.
+    let now_us = unsafe {
+        match raw::RedisModule_CachedMicroseconds {
+            Some(cached_microseconds) => u64::try_from(cached_microseconds()).unwrap_or(0),
+            None => {
+                let milliseconds =
+                    raw::RedisModule_Milliseconds.expect("RedisModule_Milliseconds")();
+                u64::try_from(milliseconds)
+                    .unwrap_or(0)
+                    .saturating_mul(1000)
+            }
+        }
+    };
+    Clock {
+        now_us,
+        now_ms: now_us / 1000,
+    }
+}
+
+/// A readable line saying which optional server APIs the module found and will use.
+pub(crate) fn describe_apis() -> String {
+    // SAFETY: copies the function pointers (filled in by RedisModule_Init) to test them.
+    let (cached_clock, get_abs, set_abs) = unsafe {
+        (
+            { raw::RedisModule_CachedMicroseconds }.is_some(),
+            { raw::RedisModule_GetAbsExpire }.is_some(),
+            { raw::RedisModule_SetAbsExpire }.is_some(),
+        )
+    };
+    let clock = if cached_clock {
+        "clock from RedisModule_CachedMicroseconds (microseconds)"
+    } else {
+        "clock from RedisModule_Milliseconds (milliseconds; RedisModule_CachedMicroseconds not found)"
+    };
+    let read = if get_abs {
+        "expiry read with RedisModule_GetAbsExpire"
+    } else {
+        "expiry read with RedisModule_GetExpire (RedisModule_GetAbsExpire not found)"
+    };
+    let write = if set_abs {
+        "written with RedisModule_SetAbsExpire"
+    } else {
+        "written with RedisModule_SetExpire (RedisModule_SetAbsExpire not found)"
+    };
+    format!("redis-ratelimit loaded: {clock}; {read}, {write}")
+}
+
+/// Whether a key is opened to be read only or also written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read only: usable on replicas. Opening an absent key yields no handle at all.
+    Read,
+    /// Read and write.
+    Write,
+}
+
+/// An open key, closed on drop (also when a panic unwinds through it).
+pub(crate) struct Key<'a> {
+    ctx: &'a Context,
+    command: Command,
+    name: &'a RedisString,
+    /// Null when a key opened for reading does not exist.
+    handle: *mut raw::RedisModuleKey,
+}
+
+impl<'a> Key<'a> {
+    /// Opens the key `name` for `command`.
+    pub(crate) fn open(
+        ctx: &'a Context,
+        command: Command,
+        name: &'a RedisString,
+        access: Access,
+    ) -> Key<'a> {
+        let mode = match access {
+            Access::Read => raw::REDISMODULE_READ,
+            Access::Write => raw::REDISMODULE_READ | raw::REDISMODULE_WRITE,
+        };
+        // SAFETY: ctx and name are valid for the duration of the command.
+        let handle = unsafe {
+            raw::RedisModule_OpenKey.expect("RedisModule_OpenKey")(
+                ctx.ctx,
+                name.inner,
+                mode as c_int,
+            )
+        };
+        Key {
+            ctx,
+            command,
+            name,
+            handle,
+        }
+    }
+
+    /// The key's string value, `None` when the key is absent. Fails with `WRONGTYPE` when it holds
+    /// another type.
+    fn value(&self) -> Result<Option<&[u8]>, Error> {
+        // SAFETY: RedisModule_KeyType accepts a null key (answers EMPTY).
+        let key_type =
+            unsafe { raw::RedisModule_KeyType.expect("RedisModule_KeyType")(self.handle) };
+        // Compared as numbers: `raw::KeyType` has no variant for types newer than the bindings
+        // and would panic on them.
+        match key_type as isize {
+            raw::REDISMODULE_KEYTYPE_EMPTY => return Ok(None),
+            raw::REDISMODULE_KEYTYPE_STRING => {}
+            _ => return Err(Error::WrongType),
+        }
+        let handle = NonNull::new(self.handle).ok_or(Error::WrongType)?;
+        let mut len = 0usize;
+        // Note: DMA access to a value that is not RAW-encoded (an int or embstr, which is what
+        // most limiter values are) makes Redis unshare and decode it to a RAW string in place,
+        // even in read mode. Harmless for correctness; a candidate for the benchmark work.
+        // SAFETY: the key is open and holds a string; the buffer stays valid until the key is
+        // modified or closed, which `&self` prevents while the slice lives.
+        let bytes = unsafe {
+            let data = raw::RedisModule_StringDMA.expect("RedisModule_StringDMA")(
+                handle.as_ptr(),
+                &mut len,
+                raw::REDISMODULE_READ as c_int,
+            );
+            if data.is_null() {
+                return Err(Error::WrongType);
+            }
+            std::slice::from_raw_parts(data.cast::<u8>().cast_const(), len)
+        };
+        Ok(Some(bytes))
+    }
+
+    /// The key's absolute expiry in milliseconds since the epoch, `None` without one.
+    fn expire_at_ms(&self, now_ms: u64) -> Option<u64> {
+        // SAFETY: the key is open; both functions accept any open key.
+        unsafe {
+            match raw::RedisModule_GetAbsExpire {
+                Some(get_abs_expire) => u64::try_from(get_abs_expire(self.handle)).ok(),
+                None => {
+                    let ttl =
+                        raw::RedisModule_GetExpire.expect("RedisModule_GetExpire")(self.handle);
+                    // REDISMODULE_NO_EXPIRE (-1) and any other negative mean no expiry.
+                    u64::try_from(ttl)
+                        .ok()
+                        .map(|ttl| now_ms.saturating_add(ttl))
+                }
+            }
+        }
+    }
+
+    /// The limiter state stored in the key, `None` when the key is absent. Fails with
+    /// `WRONGTYPE` for another type and with the not-a-limiter error for any other string.
+    pub(crate) fn read_state(&self, now_ms: u64) -> Result<Option<State>, Error> {
+        let Some(bytes) = self.value()? else {
+            return Ok(None);
+        };
+        let expire_at_ms = self.expire_at_ms(now_ms);
+        Ok(Some(State::decode(bytes, expire_at_ms)?))
+    }
+
+    /// Stores `update` (value and absolute expiry) and replicates the effect as
+    /// `SET key value PXAT expire_at_ms`, so replicas and the AOF hold exactly the master's state.
+    /// The key must have been opened with [`Access::Write`].
+    pub(crate) fn write(&self, update: &Update, now_ms: u64) -> Result<(), Error> {
+        let encoded = update.state.encode();
+        let bytes = encoded.as_bytes();
+        let expire_at_ms = c_longlong::try_from(update.expire_at_ms).unwrap_or(c_longlong::MAX);
+        let ctx = self.ctx.ctx;
+        // SAFETY: the key is open for writing; the created string is freed after StringSet, which
+        // keeps its own reference.
+        let stored = unsafe {
+            // Note: the master keeps this as an embstr; replicas and AOF replay int-encode
+            // FIXED and GCRA values, since SET tries to. A candidate for the benchmark work.
+            let value = raw::RedisModule_CreateString.expect("RedisModule_CreateString")(
+                ctx,
+                bytes.as_ptr().cast::<c_char>(),
+                bytes.len(),
+            );
+            let set =
+                raw::RedisModule_StringSet.expect("RedisModule_StringSet")(self.handle, value);
+            raw::RedisModule_FreeString.expect("RedisModule_FreeString")(ctx, value);
+            set == raw::REDISMODULE_OK as c_int && self.set_expire_at(expire_at_ms, now_ms)
+        };
+        if !stored {
+            return Err(Error::Internal(self.command));
+        }
+        // SAFETY: the format "sbcl" matches the arguments: a RedisModuleString, a buffer and its
+        // length, a C string and a long long.
+        unsafe {
+            raw::RedisModule_Replicate.expect("RedisModule_Replicate")(
+                ctx,
+                c"SET".as_ptr(),
+                c"sbcl".as_ptr(),
+                self.name.inner,
+                bytes.as_ptr().cast::<c_char>(),
+                bytes.len(),
+                c"PXAT".as_ptr(),
+                expire_at_ms,
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets the key's absolute expiry; with only the relative API, as the time left from
+    /// `now_ms`, at least 1 ms.
+    unsafe fn set_expire_at(&self, expire_at_ms: c_longlong, now_ms: u64) -> bool {
+        let status = match raw::RedisModule_SetAbsExpire {
+            Some(set_abs_expire) => set_abs_expire(self.handle, expire_at_ms),
+            None => {
+                let now_ms = c_longlong::try_from(now_ms).unwrap_or(c_longlong::MAX);
+                let ttl = expire_at_ms.saturating_sub(now_ms).max(1);
+                raw::RedisModule_SetExpire.expect("RedisModule_SetExpire")(self.handle, ttl)
+            }
+        };
+        status == raw::REDISMODULE_OK as c_int
+    }
+
+    /// Deletes the key if it holds a limiter state of any algorithm, replicating a `DEL`.
+    /// Answers whether there was one. Fails, deleting nothing, when the key holds another type
+    /// or a string that is no limiter state. The key must have been opened with
+    /// [`Access::Write`].
+    pub(crate) fn delete_state(&self) -> Result<bool, Error> {
+        let Some(bytes) = self.value()? else {
+            return Ok(false);
+        };
+        State::decode(bytes, None)?;
+        let ctx = self.ctx.ctx;
+        // SAFETY: the key is open for writing; the format "s" matches one RedisModuleString.
+        unsafe {
+            let deleted = raw::RedisModule_DeleteKey.expect("RedisModule_DeleteKey")(self.handle);
+            if deleted != raw::REDISMODULE_OK as c_int {
+                return Err(Error::Internal(self.command));
+            }
+            raw::RedisModule_Replicate.expect("RedisModule_Replicate")(
+                ctx,
+                c"DEL".as_ptr(),
+                c"s".as_ptr(),
+                self.name.inner,
+            );
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for Key<'_> {
+    fn drop(&mut self) {
+        // SAFETY: RedisModule_CloseKey accepts a null key; the handle is closed only here.
+        unsafe {
+            if let Some(close_key) = raw::RedisModule_CloseKey {
+                close_key(self.handle);
+            }
+        }
+    }
+}
