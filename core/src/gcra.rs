@@ -16,6 +16,12 @@
 //! rate. Only `tat`'s distance from `now` matters, and it never exceeds `(burst + 1) * K` units,
 //! so it is recovered exactly as the value nearest to `now` in the same residue class.
 //!
+//! Because the units depend on the limit and period, a value written under another
+//! configuration means nothing under this one. The key's expiry, which is the arrival time rounded
+//! up to the millisecond, means the same under every configuration: when the value disagrees with
+//! it, the expiry is used. A change of limit therefore keeps the time already spent, to the
+//! millisecond, and rounded toward denial.
+//!
 //! When `(burst + 1) * K` would exceed 2^60 (enormous bursts over long periods with a limit that
 //! shares no factor with the period, such as 999983 per 30 days), `K` is lowered to
 //! `2^60 / (burst + 1)`. A microsecond is then a fraction of a unit, and the one place where
@@ -23,7 +29,7 @@
 //! first spent from. That errs toward denial by less than `1/K` of a unit (`K >= 1152`).
 
 use crate::storage::GCRA_MODULUS;
-use crate::{div_ceil_u128, us_to_ms_ceil, Decision, GcraState, Limit, State, Update};
+use crate::{div_ceil_u128, us_to_ms_ceil, Decision, GcraState, Limit, State, Update, MAX_TIME_MS};
 
 /// The largest product `(burst + 1) * K`, which bounds every stored distance from `now`.
 const MAX_SPAN: u128 = 1 << 60;
@@ -86,6 +92,41 @@ fn distance(from: u64, to: u64) -> i128 {
     }
 }
 
+/// The stored arrival time, relative to `now`'s floor and scaled by `period_us`, as in `decide`.
+///
+/// The value is trusted when it agrees with the key's expiry, which is the same time rounded up
+/// to the millisecond. When they disagree, the value was written under another limit or period
+/// (whose GCRA units differ) or the expiry was changed by hand: the expiry, which means the same
+/// in every configuration, is used instead. A distance beyond the tolerance cannot have been
+/// written under this limit either; it is read as an empty bucket.
+fn stored_tat(units: &Units, s: GcraState, now_us: u64, capacity: u64) -> i128 {
+    let (now_floor, now_rest) = units.now(now_us);
+    let p = units.period as i128;
+    let per_us = units.per_us as i128;
+    let most = (i128::from(capacity) * units.k as i128 + 1) * p;
+    let from_value = distance(now_floor, s.tat) * p;
+    let tat = match s.expire_at_ms {
+        Some(expire_at_ms) if expire_at_ms < MAX_TIME_MS => {
+            let until_expiry_us = i128::from(expire_at_ms) * 1000 - i128::from(now_us);
+            // Beyond the tolerance either way; capped before multiplying, so it cannot overflow.
+            let latest = if until_expiry_us > most / per_us + 1 {
+                most + per_us
+            } else {
+                until_expiry_us * per_us + now_rest as i128
+            };
+            // The key expires at the first millisecond at or after the arrival time, which was
+            // itself rounded up to the microsecond: the time lies in (latest - 1001 us, latest].
+            if from_value <= latest && from_value > latest - 1001 * per_us {
+                from_value
+            } else {
+                latest
+            }
+        }
+        _ => from_value,
+    };
+    tat.min(most)
+}
+
 pub(crate) fn decide(
     limit: &Limit,
     state: Option<GcraState>,
@@ -103,9 +144,7 @@ pub(crate) fn decide(
     let now = now_rest as i128;
     let tolerance = i128::from(capacity) * k * p;
     let tat = match state {
-        // A distance beyond the tolerance cannot have been written under this limit; treat
-        // the bucket as empty rather than trust it.
-        Some(s) => distance(now_floor, s.tat).min(i128::from(capacity) * k + 1) * p,
+        Some(s) => stored_tat(&units, s, now_us, capacity),
         None => i128::MIN,
     };
     let base = tat.max(now);
@@ -147,12 +186,13 @@ pub(crate) fn decide(
         // was lowered (see the module documentation).
         let stored = div_ceil_u128(tat as u128, units.period);
         let full_in_us = div_ceil_u128((stored as i128 * p - now) as u128, units.per_us);
-        let expire_at_us = u128::from(now_us) + full_in_us;
+        let expire_at_ms = us_to_ms_ceil(u128::from(now_us) + full_in_us);
         Update {
             state: State::Gcra(GcraState {
                 tat: (u128::from(now_floor) + stored) as u64 % GCRA_MODULUS,
+                expire_at_ms: Some(expire_at_ms),
             }),
-            expire_at_ms: us_to_ms_ceil(expire_at_us),
+            expire_at_ms,
         }
     });
     (decision, update)

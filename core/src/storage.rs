@@ -41,6 +41,10 @@ pub struct SlidingState {
 pub struct GcraState {
     /// The theoretical arrival time in GCRA units, modulo 2^62.
     pub tat: u64,
+    /// The key's absolute expiry in milliseconds since the epoch: the arrival time rounded up
+    /// to the millisecond, in a unit that does not depend on the configuration. `decide` uses
+    /// it to detect a value written under another limit or period (see the `gcra` module).
+    pub expire_at_ms: Option<u64>,
 }
 
 /// A limiter's stored state, of one of the three algorithms.
@@ -121,7 +125,8 @@ impl State {
     }
 
     /// Reads a stored value. `expire_at_ms` is the key's absolute expiry, which is FIXED's window
-    /// end. Fails on anything that is not one of the three shapes.
+    /// end and GCRA's arrival time to the millisecond. Fails on anything that is not one of the
+    /// three shapes.
     pub fn decode(value: &[u8], expire_at_ms: Option<u64>) -> Result<State, DecodeError> {
         if let Some(rest) = value.strip_prefix(b"s:") {
             let mut fields = rest.split(|&b| b == b':');
@@ -145,7 +150,7 @@ impl State {
         } else {
             let tat = number.unsigned_abs() - 1;
             if tat < GCRA_MODULUS {
-                Ok(State::Gcra(GcraState { tat }))
+                Ok(State::Gcra(GcraState { tat, expire_at_ms }))
             } else {
                 Err(DecodeError)
             }
@@ -215,12 +220,20 @@ mod tests {
                     window_end_ms: None,
                 })),
             ),
-            (b"-1", None, Ok(State::Gcra(GcraState { tat: 0 }))),
+            (
+                b"-1",
+                Some(7),
+                Ok(State::Gcra(GcraState {
+                    tat: 0,
+                    expire_at_ms: Some(7),
+                })),
+            ),
             (
                 b"-4611686018427387904",
                 None,
                 Ok(State::Gcra(GcraState {
                     tat: GCRA_MODULUS - 1,
+                    expire_at_ms: None,
                 })),
             ),
             (b"-4611686018427387905", None, Err(DecodeError)),
@@ -274,7 +287,10 @@ mod tests {
             b"s:18446744073709551615:18446744073709551615:0"
         );
         assert_eq!(sliding.encode().as_integer(), None);
-        let gcra = State::Gcra(GcraState { tat: 1_732_893_840 });
+        let gcra = State::Gcra(GcraState {
+            tat: 1_732_893_840,
+            expire_at_ms: Some(1),
+        });
         assert_eq!(gcra.encode().as_bytes(), b"-1732893841");
         assert_eq!(gcra.encode().as_integer(), Some(-1_732_893_841));
     }

@@ -208,7 +208,7 @@ proptest! {
         let states = [
             State::Fixed(FixedState { count, window_end_ms: Some(end) }),
             State::Sliding(SlidingState { window, previous, current }),
-            State::Gcra(GcraState { tat }),
+            State::Gcra(GcraState { tat, expire_at_ms: Some(end) }),
         ];
         for state in states {
             let encoded = state.encode();

@@ -120,3 +120,26 @@ fn huge_bursts_over_long_periods_err_toward_denial() {
     ];
     run_table(limit, START, 1, &rows);
 }
+
+#[test]
+fn a_change_of_limit_keeps_the_time_already_spent() {
+    // GCRA units depend on the limit and period (10 per hour counts microseconds, 11 per hour
+    // counts elevenths of one), so the stored number means nothing under the new limit. The
+    // key's expiry, the arrival time to the millisecond, carries the state across.
+    let hour = 3_600_000;
+    let ten = Limit::new(Algorithm::Gcra, 10, hour, None).unwrap();
+    let mut sim = Sim::new(ten, START);
+    for _ in 0..5 {
+        assert!(sim.check(1, false).allowed);
+    }
+    // Half an hour of a 1-hour tolerance is spent. Under 11 per hour (T = 327.27 s), a request
+    // leaves floor((3600 - 1800 - 327.27) / 327.27) = 4.
+    sim.limit = Limit::new(Algorithm::Gcra, 11, hour, None).unwrap();
+    sim.limit_changed = true;
+    let d = sim.check(1, true);
+    assert_eq!((d.allowed, d.limit, d.remaining), (true, 11, 4));
+    // And under 9 per hour (T = 400 s): floor((3600 - 1800 - 400) / 400) = 3.
+    sim.limit = Limit::new(Algorithm::Gcra, 9, hour, None).unwrap();
+    let d = sim.check(1, true);
+    assert_eq!((d.allowed, d.limit, d.remaining), (true, 9, 3));
+}

@@ -2,11 +2,13 @@
 //! them: decode the stored value, decide, encode the update, expire the key by its PXAT.
 #![allow(dead_code)]
 
-use ratelimit_core::{decide, Decision, Limit, State};
+use ratelimit_core::{decide, Decision, GcraState, Limit, State};
 
 /// One limiter's key in a pretend Redis: the encoded value and its absolute expiry.
 pub struct Sim {
     pub limit: Limit,
+    /// Set when a test changes `limit` under a live key.
+    pub limit_changed: bool,
     pub now_us: u64,
     value: Option<(Vec<u8>, u64)>,
 }
@@ -15,6 +17,7 @@ impl Sim {
     pub fn new(limit: Limit, now_us: u64) -> Sim {
         Sim {
             limit,
+            limit_changed: false,
             now_us,
             value: None,
         }
@@ -50,6 +53,20 @@ impl Sim {
         let state = self.state();
         let (decision, update) =
             decide(&self.limit, state.as_ref(), self.now_us, cost).expect("same algorithm");
+        if let (Some(State::Gcra(gcra)), false) = (state, self.limit_changed) {
+            // The expiry only guards against values written under another configuration: for
+            // the limiter's own values it must change nothing.
+            let without_expiry = State::Gcra(GcraState {
+                expire_at_ms: None,
+                ..gcra
+            });
+            let again = decide(&self.limit, Some(&without_expiry), self.now_us, cost);
+            assert_eq!(
+                again,
+                Ok((decision, update)),
+                "the expiry agrees with the value"
+            );
+        }
         assert!(decision.remaining <= decision.limit);
         if !decision.allowed || cost == 0 {
             assert_eq!(update, None, "a denied or free request writes nothing");
