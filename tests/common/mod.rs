@@ -1,0 +1,345 @@
+//! The integration test harness: a real server with the module loaded, on a free loopback port,
+//! killed and cleaned up on `Drop`, and helpers to call the module's commands.
+//!
+//! Environment:
+//! - `REDIS_SERVER`: the server binary (default `redis-server`; `valkey-server` works too).
+//! - `RATELIMIT_MODULE`: the module to load (default `target/release/libredis_ratelimit.so`).
+//!
+//! Optional server features are detected by asking the server (`COMMAND INFO`), never by its
+//! version, so the same suite runs against Redis 6.2, Redis 7 and Valkey.
+#![allow(dead_code)]
+
+pub mod resp;
+pub mod server;
+
+#[allow(unused_imports)]
+pub use resp::{show_args, RawConn, Reply};
+pub use server::Server;
+
+use redis::Value;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Sends one command and returns its reply, errors included as `Value::ServerError`.
+/// Panics only when the connection itself fails (e.g. the server crashed).
+pub fn call<A: redis::ToRedisArgs>(con: &mut redis::Connection, args: &[A]) -> Value {
+    let mut command = redis::Cmd::new();
+    for arg in args {
+        command.arg(arg);
+    }
+    redis::ConnectionLike::req_command(con, &command)
+        .unwrap_or_else(|e| panic!("connection failed (did the server crash?): {e}"))
+}
+
+/// The full text of an error reply, e.g. `ERR unknown option 'FOO'`; `None` for other replies.
+pub fn error_text(value: &Value) -> Option<String> {
+    match value {
+        Value::ServerError(e) => Some(match e.details() {
+            Some(detail) => format!("{} {}", e.code(), detail),
+            None => e.code().to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// The reply of RATELIMIT.CHECK and RATELIMIT.QUOTA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: i64,
+    pub limit: i64,
+    pub remaining: i64,
+    pub reset_after: i64,
+    pub retry_after: i64,
+}
+
+impl Decision {
+    pub fn from_array(a: [i64; 5]) -> Decision {
+        let d = Decision {
+            allowed: a[0],
+            limit: a[1],
+            remaining: a[2],
+            reset_after: a[3],
+            retry_after: a[4],
+        };
+        d.assert_well_formed();
+        d
+    }
+
+    pub fn as_array(&self) -> [i64; 5] {
+        [
+            self.allowed,
+            self.limit,
+            self.remaining,
+            self.reset_after,
+            self.retry_after,
+        ]
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        self.allowed == 1
+    }
+
+    /// The rules every reply obeys, whatever the state and the algorithm.
+    pub fn assert_well_formed(&self) {
+        let d = self;
+        assert!(d.allowed == 0 || d.allowed == 1, "allowed is 0 or 1: {d:?}");
+        assert!(d.limit >= 1, "the capacity is at least 1: {d:?}");
+        assert!(
+            (0..=d.limit).contains(&d.remaining),
+            "0 <= remaining <= capacity: {d:?}"
+        );
+        assert!(d.reset_after >= 0, "reset_after >= 0: {d:?}");
+        if d.allowed == 1 {
+            assert_eq!(
+                d.retry_after, 0,
+                "an allowed request has retry_after 0: {d:?}"
+            );
+        } else {
+            assert!(
+                d.retry_after == -1 || d.retry_after > 0,
+                "a denied request has retry_after > 0, or -1: {d:?}"
+            );
+        }
+    }
+}
+
+/// Parses a CHECK/QUOTA reply: it must be an array of exactly five integers.
+pub fn decision(value: &Value) -> Decision {
+    match value {
+        Value::Array(items) if items.len() == 5 => {
+            let mut out = [0i64; 5];
+            for (slot, item) in out.iter_mut().zip(items) {
+                *slot = match item {
+                    Value::Int(n) => *n,
+                    other => panic!("expected an array of 5 integers, got {value:?} ({other:?})"),
+                };
+            }
+            Decision::from_array(out)
+        }
+        _ => panic!("expected an array of 5 integers, got {value:?}"),
+    }
+}
+
+/// `RATELIMIT.CHECK args...`, which must succeed.
+pub fn check<S: AsRef<str>>(con: &mut redis::Connection, args: &[S]) -> Decision {
+    run_decision(con, "RATELIMIT.CHECK", args)
+}
+
+/// `RATELIMIT.QUOTA args...`, which must succeed.
+pub fn quota<S: AsRef<str>>(con: &mut redis::Connection, args: &[S]) -> Decision {
+    run_decision(con, "RATELIMIT.QUOTA", args)
+}
+
+fn run_decision<S: AsRef<str>>(con: &mut redis::Connection, name: &str, args: &[S]) -> Decision {
+    let mut full = vec![name];
+    full.extend(args.iter().map(|a| a.as_ref()));
+    let reply = call(con, &full);
+    if let Some(error) = error_text(&reply) {
+        panic!("{} answered an error: {error}", full.join(" "));
+    }
+    decision(&reply)
+}
+
+/// `RATELIMIT.RESET key`, which must answer 0 or 1.
+pub fn reset(con: &mut redis::Connection, key: &str) -> i64 {
+    match call(con, &["RATELIMIT.RESET", key]) {
+        Value::Int(n) if n == 0 || n == 1 => n,
+        other => panic!("RATELIMIT.RESET {key} answered {other:?}, expected 0 or 1"),
+    }
+}
+
+/// Sends a command that must fail, and returns the error's text.
+pub fn expect_error<S: AsRef<str>>(con: &mut redis::Connection, args: &[S]) -> String {
+    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    let reply = call(con, &args);
+    error_text(&reply)
+        .unwrap_or_else(|| panic!("{} should answer an error, got {reply:?}", args.join(" ")))
+}
+
+/// Whether the server knows `command` (e.g. `pexpiretime`, added in Redis 7.0).
+pub fn has_command(con: &mut redis::Connection, command: &str) -> bool {
+    match call(con, &["COMMAND", "INFO", command]) {
+        Value::Array(items) => items
+            .first()
+            .is_some_and(|item| !matches!(item, Value::Nil)),
+        _ => false,
+    }
+}
+
+/// The server's clock, in milliseconds since the epoch.
+pub fn server_time_ms(con: &mut redis::Connection) -> u64 {
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(con).unwrap();
+    seconds * 1000 + micros / 1000
+}
+
+/// This machine's clock, in milliseconds since the epoch.
+pub fn local_time_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `GET key` as raw bytes (`None` when the key does not exist).
+pub fn get(con: &mut redis::Connection, key: &str) -> Option<Vec<u8>> {
+    redis::cmd("GET").arg(key).query(con).unwrap()
+}
+
+/// `GET key` as text; panics if the key does not exist.
+pub fn get_text(con: &mut redis::Connection, key: &str) -> String {
+    let bytes = get(con, key).unwrap_or_else(|| panic!("the key {key:?} should exist"));
+    String::from_utf8(bytes).unwrap()
+}
+
+pub fn exists(con: &mut redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query::<i64>(con).unwrap() == 1
+}
+
+pub fn pttl(con: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(con).unwrap()
+}
+
+pub fn dbsize(con: &mut redis::Connection) -> i64 {
+    redis::cmd("DBSIZE").query(con).unwrap()
+}
+
+/// A key's absolute expiry in milliseconds since the epoch, from `PEXPIRETIME` where the server
+/// has it, otherwise from `TIME` and `PTTL` (then off by the time between the two calls).
+/// `None` for a key without expiry; panics for a missing key.
+pub fn expire_at_ms(con: &mut redis::Connection, key: &str, has_pexpiretime: bool) -> Option<u64> {
+    let at: i64 = if has_pexpiretime {
+        redis::cmd("PEXPIRETIME").arg(key).query(con).unwrap()
+    } else {
+        let now = server_time_ms(con) as i64;
+        match pttl(con, key) {
+            ttl if ttl >= 0 => now + ttl,
+            ttl => ttl,
+        }
+    };
+    match at {
+        -2 => panic!("the key {key:?} should exist"),
+        -1 => None,
+        at => Some(at as u64),
+    }
+}
+
+/// How far two absolute expiries read by [`expire_at_ms`] may differ for the same key: 0 with
+/// `PEXPIRETIME`, a few milliseconds when they come from `TIME` + `PTTL`.
+pub fn expiry_tolerance_ms(has_pexpiretime: bool) -> u64 {
+    if has_pexpiretime {
+        0
+    } else {
+        25
+    }
+}
+
+/// `KEYS *`, sorted.
+pub fn all_keys(con: &mut redis::Connection) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(con).unwrap();
+    keys.sort();
+    keys
+}
+
+/// Asserts that two decisions taken `elapsed_ms` apart over the same state agree: the same
+/// outcome, capacity and remaining units, and times that differ by no more than the time that
+/// passed between them.
+pub fn assert_same_decision(a: &Decision, b: &Decision, elapsed_ms: u64, context: &str) {
+    assert_eq!(
+        (a.allowed, a.limit, a.remaining),
+        (b.allowed, b.limit, b.remaining),
+        "{context}: {a:?} vs {b:?}"
+    );
+    let tolerance = elapsed_ms as i64 + 1;
+    for (x, y, name) in [
+        (a.reset_after, b.reset_after, "reset_after"),
+        (a.retry_after, b.retry_after, "retry_after"),
+    ] {
+        let same_kind = (x == 0) == (y == 0) && (x == -1) == (y == -1);
+        assert!(
+            same_kind && (x - y).abs() <= tolerance,
+            "{context}: {name} differs by more than the {tolerance} ms between the calls: \
+             {a:?} vs {b:?}"
+        );
+    }
+}
+
+/// Milliseconds since `start`, rounded up.
+pub fn elapsed_ms(start: Instant) -> u64 {
+    start.elapsed().as_micros().div_ceil(1000) as u64
+}
+
+/// A string key's value and absolute expiry, to prove that a call changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub value: Option<Vec<u8>>,
+    pub expire_at: Option<u64>,
+}
+
+/// Reads a string key's value and absolute expiry.
+pub fn snapshot(con: &mut redis::Connection, key: &str, has_pexpiretime: bool) -> Snapshot {
+    let value = get(con, key);
+    let expire_at = match value {
+        Some(_) => expire_at_ms(con, key, has_pexpiretime),
+        None => None,
+    };
+    Snapshot { value, expire_at }
+}
+
+/// Asserts that a string key still has the value and expiry of `before`.
+pub fn assert_unchanged(
+    con: &mut redis::Connection,
+    key: &str,
+    before: &Snapshot,
+    has_pexpiretime: bool,
+    context: &str,
+) {
+    let after = snapshot(con, key, has_pexpiretime);
+    assert_eq!(
+        after.value, before.value,
+        "{context}: the value of {key:?} changed"
+    );
+    let tolerance = expiry_tolerance_ms(has_pexpiretime);
+    let same_expiry = match (before.expire_at, after.expire_at) {
+        (Some(a), Some(b)) => a.abs_diff(b) <= tolerance,
+        (a, b) => a == b,
+    };
+    assert!(
+        same_expiry,
+        "{context}: the expiry of {key:?} changed: {before:?} -> {after:?}"
+    );
+}
+
+/// The algorithms, as their ALGORITHM option spells them.
+pub const ALGORITHMS: [&str; 3] = ["FIXED", "SLIDING", "GCRA"];
+
+/// An hour, in milliseconds.
+pub const HOUR_MS: i64 = 3_600_000;
+/// A day, in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// A fresh server, a connection to it, and whether it has `PEXPIRETIME`.
+pub fn setup() -> (Server, redis::Connection, bool) {
+    let server = Server::start();
+    let mut con = server.con();
+    let has_pexpiretime = has_command(&mut con, "pexpiretime");
+    (server, con, has_pexpiretime)
+}
+
+/// `key limit period ALGORITHM algorithm` followed by `extra` options.
+pub fn limiter_args(
+    key: &str,
+    limit: &str,
+    period: &str,
+    algorithm: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut out = vec![key, limit, period, "ALGORITHM", algorithm];
+    out.extend_from_slice(extra);
+    out.into_iter().map(String::from).collect()
+}
+
+pub fn assert_between(value: i64, low: i64, high: i64, what: &str) {
+    assert!(
+        (low..=high).contains(&value),
+        "{what}: {value} is not within {low}..={high}"
+    );
+}

@@ -1,0 +1,373 @@
+//! Replication: a replica holds exactly the master's state, because the module replicates its
+//! effects (`SET ... PXAT` from the master's clock, `DEL`), never the command; denied requests
+//! and dry runs replicate nothing; QUOTA runs on a replica.
+
+mod common;
+
+use common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// A master that does not ping its replicas during a test, so that its replication offset
+/// moves only when something is replicated.
+fn master_and_replica() -> (Server, Server) {
+    let master = Server::start_with(&[
+        "--repl-ping-replica-period",
+        "3600",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]);
+    let replica = Server::start_replica_of(&master, &[]);
+    (master, replica)
+}
+
+fn info_field(con: &mut redis::Connection, section: &str, field: &str) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg(section).query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
+fn master_offset(con: &mut redis::Connection) -> i64 {
+    info_field(con, "replication", "master_repl_offset")
+        .expect("master_repl_offset in INFO replication")
+        .parse()
+        .unwrap()
+}
+
+fn wait_for_replica(master: &mut redis::Connection) {
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(master).unwrap();
+    assert_eq!(
+        acked, 1,
+        "the replica did not acknowledge the master's writes within 5 s"
+    );
+}
+
+/// One limiter of the pool: its key and configuration.
+struct Limiter {
+    key: String,
+    config: Vec<String>,
+    capacity: u64,
+}
+
+fn pool() -> Vec<Limiter> {
+    let periods = ["1h", "2h", "90m", "1d"];
+    let mut out = Vec::new();
+    for algorithm in ALGORITHMS {
+        for i in 0..20u64 {
+            let limit = 3 + i % 7;
+            let key = format!("{}:{i}", algorithm.to_ascii_lowercase());
+            let mut config = vec![
+                key.clone(),
+                limit.to_string(),
+                periods[i as usize % periods.len()].to_string(),
+                "ALGORITHM".to_string(),
+                algorithm.to_string(),
+            ];
+            let mut capacity = limit;
+            if algorithm == "GCRA" && i % 3 == 0 {
+                capacity = limit + 2;
+                config.extend(["BURST".to_string(), capacity.to_string()]);
+            }
+            out.push(Limiter {
+                key,
+                config,
+                capacity,
+            });
+        }
+    }
+    out
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("REPLICATION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(local_time_ms);
+    println!("replication traffic seed: {seed} (set REPLICATION_SEED to replay)");
+    seed
+}
+
+#[test]
+fn the_replica_holds_identical_state_after_mixed_traffic() {
+    let (master, replica) = master_and_replica();
+    let mut raw = master.raw();
+    let mut rng = StdRng::seed_from_u64(seed());
+    let limiters = pool();
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    for _ in 0..3000 {
+        let limiter = &limiters[rng.gen_range(0..limiters.len())];
+        let roll = rng.gen_range(0..100);
+        let mut command = vec![if roll < 80 {
+            "RATELIMIT.CHECK"
+        } else {
+            "RATELIMIT.QUOTA"
+        }
+        .to_string()];
+        if roll >= 97 {
+            command = vec!["RATELIMIT.RESET".to_string(), limiter.key.clone()];
+        } else {
+            command.extend(limiter.config.iter().cloned());
+            if roll < 80 {
+                if rng.gen_bool(0.3) {
+                    let cost = rng.gen_range(0..=limiter.capacity + 1);
+                    command.extend(["COST".to_string(), cost.to_string()]);
+                }
+                if rng.gen_bool(0.15) {
+                    command.push("DRYRUN".to_string());
+                }
+            }
+        }
+        commands.push(command);
+    }
+    for batch in commands.chunks(250) {
+        for (command, reply) in batch.iter().zip(raw.pipeline(batch)) {
+            let ok = match command[0].as_str() {
+                "RATELIMIT.RESET" => matches!(reply, Reply::Int(0 | 1)),
+                _ => reply.five().is_some(),
+            };
+            assert!(ok, "{} answered {reply:?}", show_args(command));
+        }
+    }
+
+    let mut on_master = master.con();
+    let mut on_replica = replica.con();
+    // Values and expiries at the edges: the largest GCRA debt (an expiry beyond what a
+    // millisecond clock reaches in an i64), and the largest counts.
+    let max = "1000000000000000";
+    for args in [
+        &[
+            "edge:debt",
+            "1",
+            "3650d",
+            "ALGORITHM",
+            "GCRA",
+            "BURST",
+            max,
+            "COST",
+            max,
+        ][..],
+        &["edge:fixed", max, "3650d", "COST", max][..],
+        &[
+            "edge:sliding",
+            max,
+            "3650d",
+            "ALGORITHM",
+            "SLIDING",
+            "COST",
+            max,
+        ][..],
+        &[
+            "edge:gcra",
+            max,
+            "1h",
+            "ALGORITHM",
+            "GCRA",
+            "BURST",
+            max,
+            "COST",
+            max,
+        ][..],
+    ] {
+        assert!(check(&mut on_master, args).is_allowed(), "{args:?}");
+    }
+    wait_for_replica(&mut on_master);
+    let keys = all_keys(&mut on_master);
+    assert_eq!(
+        keys,
+        all_keys(&mut on_replica),
+        "the replica has the master's keys"
+    );
+    for prefix in ["fixed:", "sliding:", "gcra:"] {
+        assert!(
+            keys.iter().any(|k| k.starts_with(prefix.as_bytes())),
+            "the traffic should leave {prefix}* keys: {keys:?}"
+        );
+    }
+    let master_pet = has_command(&mut on_master, "pexpiretime");
+    let replica_pet = has_command(&mut on_replica, "pexpiretime");
+    let tolerance = expiry_tolerance_ms(master_pet) + expiry_tolerance_ms(replica_pet);
+    for key in &keys {
+        let key = String::from_utf8(key.clone()).unwrap();
+        let m = snapshot(&mut on_master, &key, master_pet);
+        let r = snapshot(&mut on_replica, &key, replica_pet);
+        assert_eq!(
+            m.value, r.value,
+            "{key}: the same value on master and replica"
+        );
+        let (m_at, r_at) = (
+            m.expire_at.expect("an expiry"),
+            r.expire_at.expect("an expiry"),
+        );
+        assert!(
+            m_at.abs_diff(r_at) <= tolerance,
+            "{key}: the same absolute expiry on master ({m_at}) and replica ({r_at})"
+        );
+    }
+
+    // Effects are replicated, never the command: the replica ran SETs and DELs, no RATELIMIT.*.
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut on_replica)
+        .unwrap();
+    let module_calls: Vec<&str> = stats.lines().filter(|l| l.contains("ratelimit")).collect();
+    assert!(
+        module_calls.is_empty(),
+        "the replica executed module commands: {module_calls:?}"
+    );
+    assert!(
+        stats.contains("cmdstat_set:"),
+        "the replica should have executed SETs:\n{stats}"
+    );
+}
+
+#[test]
+fn denied_requests_and_dry_runs_replicate_nothing() {
+    let (master, replica) = master_and_replica();
+    let mut con = master.con();
+    for algorithm in ALGORITHMS {
+        let key = format!("full:{algorithm}");
+        for _ in 0..2 {
+            let d = check(&mut con, &[key.as_str(), "2", "1h", "ALGORITHM", algorithm]);
+            assert!(d.is_allowed());
+        }
+    }
+    wait_for_replica(&mut con);
+    let before = master_offset(&mut con);
+    let mut raw = master.raw();
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    for algorithm in ALGORITHMS {
+        for key in [format!("full:{algorithm}"), format!("fresh:{algorithm}")] {
+            let base = [
+                "RATELIMIT.CHECK",
+                key.as_str(),
+                "2",
+                "1h",
+                "ALGORITHM",
+                algorithm,
+            ];
+            let quota_call = [
+                "RATELIMIT.QUOTA",
+                key.as_str(),
+                "2",
+                "1h",
+                "ALGORITHM",
+                algorithm,
+            ];
+            let extras: [&[&str]; 6] = [
+                &[],
+                &["DRYRUN"],
+                &["COST", "0"],
+                &["COST", "3"],
+                &["COST", "2", "DRYRUN"],
+                &["COST", "x"],
+            ];
+            for extra in extras {
+                // Plain CHECKs are denied only on the full key.
+                if extra.is_empty() && key.starts_with("fresh") {
+                    continue;
+                }
+                let command: Vec<String> =
+                    base.iter().chain(extra).map(|s| s.to_string()).collect();
+                commands.push(command);
+            }
+            commands.push(quota_call.iter().map(|s| s.to_string()).collect());
+        }
+    }
+    let commands: Vec<Vec<String>> = commands
+        .iter()
+        .cycle()
+        .take(commands.len() * 5)
+        .cloned()
+        .collect();
+    for (command, reply) in commands.iter().zip(raw.pipeline(&commands)) {
+        let admitted = reply
+            .five()
+            .map(|d| d[0] == 1 && !command.contains(&"DRYRUN".to_string()));
+        let cost_zero = command.windows(2).any(|w| w[0] == "COST" && w[1] == "0");
+        assert!(
+            reply.error().is_some()
+                || admitted == Some(false)
+                || cost_zero
+                || command[0] == "RATELIMIT.QUOTA",
+            "{} was expected to be denied, a dry run or free, got {reply:?}",
+            show_args(command)
+        );
+    }
+    assert_eq!(
+        master_offset(&mut con),
+        before,
+        "denied requests, dry runs, COST 0, QUOTA and errors must replicate nothing"
+    );
+    assert_eq!(dbsize(&mut con), 3);
+
+    // The measure works: one admitted request moves the offset and reaches the replica.
+    check(&mut con, &["fresh:FIXED", "2", "1h", "ALGORITHM", "FIXED"]);
+    assert!(
+        master_offset(&mut con) > before,
+        "an admitted request is replicated"
+    );
+    wait_for_replica(&mut con);
+    let mut on_replica = replica.con();
+    assert_eq!(get(&mut on_replica, "fresh:FIXED"), Some(b"1".to_vec()));
+
+    // RESET is replicated as a DEL; a RESET that found nothing has nothing to replicate.
+    assert_eq!(reset(&mut con, "full:GCRA"), 1);
+    wait_for_replica(&mut con);
+    assert!(
+        !exists(&mut on_replica, "full:GCRA"),
+        "RESET reached the replica"
+    );
+    let before = master_offset(&mut con);
+    assert_eq!(reset(&mut con, "never-existed"), 0);
+    assert_eq!(
+        master_offset(&mut con),
+        before,
+        "RESET of a missing key replicates nothing"
+    );
+}
+
+#[test]
+fn quota_runs_on_a_replica_and_writes_are_refused_there() {
+    let (master, replica) = master_and_replica();
+    let mut on_master = master.con();
+    let mut on_replica = replica.con();
+    for algorithm in ALGORITHMS {
+        let key = format!("r:{algorithm}");
+        let args = [key.as_str(), "5", "1h", "ALGORITHM", algorithm];
+        check(&mut on_master, &args);
+        check(&mut on_master, &args);
+        wait_for_replica(&mut on_master);
+        let start = std::time::Instant::now();
+        let from_master = quota(&mut on_master, &args);
+        let from_replica = quota(&mut on_replica, &args);
+        assert_same_decision(&from_master, &from_replica, elapsed_ms(start), algorithm);
+        assert_eq!(
+            (from_replica.allowed, from_replica.remaining),
+            (1, 2),
+            "{from_replica:?}"
+        );
+
+        let mut dry = vec!["RATELIMIT.CHECK"];
+        dry.extend_from_slice(&args);
+        dry.push("DRYRUN");
+        for command in [
+            dry,
+            vec![
+                "RATELIMIT.CHECK",
+                key.as_str(),
+                "5",
+                "1h",
+                "ALGORITHM",
+                algorithm,
+            ],
+            vec!["RATELIMIT.RESET", key.as_str()],
+        ] {
+            let error = expect_error(&mut on_replica, &command);
+            assert!(
+                error.starts_with("READONLY"),
+                "{command:?} on a replica: {error}"
+            );
+        }
+    }
+}
