@@ -35,7 +35,7 @@ use crate::{div_ceil_u128, us_to_ms_ceil, Decision, GcraState, Limit, State, Upd
 const MAX_SPAN: u128 = 1 << 60;
 
 /// The unit system of one limit.
-struct Units {
+pub(crate) struct Units {
     /// GCRA units per emission interval `T`.
     k: u128,
     /// `limit * K`: GCRA units per microsecond, times `period_us`.
@@ -46,20 +46,27 @@ struct Units {
 
 impl Units {
     fn of(limit: &Limit) -> Units {
-        let period = u128::from(limit.period_us());
-        let count = u128::from(limit.limit());
+        let k = u128::from(limit.gcra_units_per_interval());
+        Units {
+            k,
+            per_us: u128::from(limit.limit()) * k,
+            period: u128::from(limit.period_us()),
+        }
+    }
+
+    /// `K`, GCRA units per emission interval, for a limit of `count` per `period_us` with
+    /// `burst`: computed once, when the [`Limit`] is built.
+    pub(crate) fn per_interval(count: u64, period_us: u64, burst: u64) -> u64 {
+        let (count, period) = (u128::from(count), u128::from(period_us));
         let exact = period / gcd(count, period);
-        let span = u128::from(limit.burst()) + 1;
+        let span = u128::from(burst) + 1;
         let k = if span * exact <= MAX_SPAN {
             exact
         } else {
             MAX_SPAN / span
         };
-        Units {
-            k,
-            per_us: count * k,
-            period,
-        }
+        // K <= period_us, which fits in 64 bits.
+        k as u64
     }
 
     /// `now` in GCRA units, as its floor modulo 2^62 and the remainder in 1/period_us units.

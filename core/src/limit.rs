@@ -83,6 +83,8 @@ pub struct Limit {
     limit: u64,
     period_ms: u64,
     burst: u64,
+    /// GCRA's units per emission interval (see the `gcra` module); 0 for other algorithms.
+    gcra_k: u64,
 }
 
 impl Limit {
@@ -106,11 +108,16 @@ impl Limit {
             Some(b) if (1..=MAX_COUNT).contains(&b) => b,
             Some(_) => return Err(LimitError::Burst),
         };
+        let gcra_k = match algorithm {
+            Algorithm::Gcra => crate::gcra::Units::per_interval(limit, period_ms * 1000, burst),
+            _ => 0,
+        };
         Ok(Limit {
             algorithm,
             limit,
             period_ms,
             burst,
+            gcra_k,
         })
     }
 
@@ -137,6 +144,11 @@ impl Limit {
     /// GCRA's burst; equal to `limit` unless set, and for the other algorithms.
     pub fn burst(&self) -> u64 {
         self.burst
+    }
+
+    /// GCRA's units per emission interval, computed once here rather than on every decision.
+    pub(crate) fn gcra_units_per_interval(&self) -> u64 {
+        self.gcra_k
     }
 
     /// The capacity reported in decisions: `burst` for GCRA, `limit` otherwise.
