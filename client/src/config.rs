@@ -1,0 +1,319 @@
+//! How to reach Redis, and what to do when it cannot be reached.
+
+use crate::breaker::BreakerConfig;
+use crate::error::Error;
+use crate::mask::mask_url;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "ratelimit:";
+/// The default connect timeout: a dead Redis never stalls a request for long.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+/// The default response timeout.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
+/// How often, by default, the client asks Redis again whether the module is loaded.
+pub const DEFAULT_REDETECT_INTERVAL: Duration = Duration::from_secs(30);
+/// The default capacity of the in-memory limiter used by [`FailurePolicy::Local`].
+pub const DEFAULT_LOCAL_MAX_ENTRIES: usize = 100_000;
+
+/// What the checks answer while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FailurePolicy {
+    /// Decide with the in-memory limiter: the same algorithms, counted per process.
+    #[default]
+    Local,
+    /// Fail open: admit every request.
+    Allow,
+    /// Fail closed: deny every request.
+    Deny,
+}
+
+impl FailurePolicy {
+    /// `local`, `allow` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Local => "local",
+            FailurePolicy::Allow => "allow",
+            FailurePolicy::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for FailurePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FailurePolicy {
+    type Err = Error;
+
+    /// Parses `local`, `allow` or `deny`, in any letter case.
+    fn from_str(text: &str) -> Result<FailurePolicy, Error> {
+        match text.to_ascii_lowercase().as_str() {
+            "local" => Ok(FailurePolicy::Local),
+            "allow" => Ok(FailurePolicy::Allow),
+            "deny" => Ok(FailurePolicy::Deny),
+            _ => Err(Error::InvalidConfig(format!(
+                "unknown failure policy '{text}': expected local, allow or deny"
+            ))),
+        }
+    }
+}
+
+/// The configuration of a [`crate::RedisStore`]: a builder, or [`Config::from_env`].
+///
+/// ```
+/// use ratelimit_client::{Config, FailurePolicy};
+/// use std::time::Duration;
+///
+/// let config = Config::new("redis://127.0.0.1:6379")
+///     .prefix("myapp:rl:")
+///     .response_timeout(Duration::from_millis(100))
+///     .on_failure(FailurePolicy::Deny);
+/// assert_eq!(config.get_prefix(), "myapp:rl:");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    pub(crate) url: Option<String>,
+    pub(crate) prefix: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) on_failure: FailurePolicy,
+    pub(crate) breaker: BreakerConfig,
+    pub(crate) redetect_interval: Duration,
+    pub(crate) local_max_entries: usize,
+}
+
+impl Default for Config {
+    /// No URL, and the defaults for everything else.
+    fn default() -> Config {
+        Config {
+            url: None,
+            prefix: DEFAULT_PREFIX.to_string(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            on_failure: FailurePolicy::default(),
+            breaker: BreakerConfig::default(),
+            redetect_interval: DEFAULT_REDETECT_INTERVAL,
+            local_max_entries: DEFAULT_LOCAL_MAX_ENTRIES,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    /// Shows the URL with its password masked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.url.as_deref().map(mask_url))
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("on_failure", &self.on_failure)
+            .field("breaker", &self.breaker)
+            .field("redetect_interval", &self.redetect_interval)
+            .field("local_max_entries", &self.local_max_entries)
+            .finish()
+    }
+}
+
+impl Config {
+    /// The defaults with a Redis URL: `redis://[user:password@]host[:port][/db]`, or `rediss://`
+    /// for TLS.
+    pub fn new(url: impl Into<String>) -> Config {
+        Config::default().url(url)
+    }
+
+    /// The configuration from the environment, on top of the defaults:
+    ///
+    /// | variable | meaning | default |
+    /// |---|---|---|
+    /// | `REDIS_URL` | the server, `redis://` or `rediss://`, with user and password | none: connecting fails with [`Error::NotConfigured`] |
+    /// | `RATELIMIT_PREFIX` | the prefix of every key | `ratelimit:` |
+    /// | `RATELIMIT_CONNECT_TIMEOUT_MS` | the connect timeout, in milliseconds | 250 |
+    /// | `RATELIMIT_RESPONSE_TIMEOUT_MS` | the response timeout, in milliseconds | 250 |
+    /// | `RATELIMIT_ON_FAILURE` | `local`, `allow` or `deny` | `local` |
+    ///
+    /// Fails with [`Error::InvalidConfig`] when a variable is set to an invalid value (an empty
+    /// one counts as unset).
+    pub fn from_env() -> Result<Config, Error> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::from_env`] with the variables from `lookup`.
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+        let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
+        let mut config = Config {
+            url: get("REDIS_URL"),
+            ..Config::default()
+        };
+        if let Some(prefix) = get("RATELIMIT_PREFIX") {
+            config.prefix = prefix;
+        }
+        let millis = |name: &str| -> Result<Option<Duration>, Error> {
+            get(name)
+                .map(|text| match text.trim().parse::<u64>() {
+                    Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+                    _ => Err(Error::InvalidConfig(format!(
+                        "{name}='{text}': expected a positive number of milliseconds"
+                    ))),
+                })
+                .transpose()
+        };
+        if let Some(timeout) = millis("RATELIMIT_CONNECT_TIMEOUT_MS")? {
+            config.connect_timeout = timeout;
+        }
+        if let Some(timeout) = millis("RATELIMIT_RESPONSE_TIMEOUT_MS")? {
+            config.response_timeout = timeout;
+        }
+        if let Some(policy) = get("RATELIMIT_ON_FAILURE") {
+            config.on_failure = policy.parse()?;
+        }
+        Ok(config)
+    }
+
+    /// Sets the Redis URL.
+    pub fn url(mut self, url: impl Into<String>) -> Config {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Sets the prefix that every key the store touches starts with (default `ratelimit:`).
+    /// An empty prefix is allowed, but then [`crate::RedisStore::clear_all`] refuses to run.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Config {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets how long one connection attempt may take (default 250 ms).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Config {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets how long Redis may take to answer one command (default 250 ms).
+    pub fn response_timeout(mut self, timeout: Duration) -> Config {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Sets what the checks answer while Redis is unreachable (default [`FailurePolicy::Local`]).
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Config {
+        self.on_failure = policy;
+        self
+    }
+
+    /// Sets when the circuit breaker opens and how long it waits before probing Redis again.
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Config {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Sets how often the client asks Redis again whether the module is loaded (default 30 s),
+    /// so that a module loaded after the client started is used.
+    pub fn redetect_interval(mut self, interval: Duration) -> Config {
+        self.redetect_interval = interval;
+        self
+    }
+
+    /// Sets how many keys the in-memory limiter of [`FailurePolicy::Local`] holds at most
+    /// (default 100,000); beyond, it forgets the oldest.
+    pub fn local_max_entries(mut self, max_entries: usize) -> Config {
+        self.local_max_entries = max_entries;
+        self
+    }
+
+    /// The Redis URL, if one is set. It holds the password: log [`Config::masked_url`] instead.
+    pub fn get_url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// The Redis URL with its password masked, for logs.
+    pub fn masked_url(&self) -> Option<String> {
+        self.url.as_deref().map(mask_url)
+    }
+
+    /// The key prefix.
+    pub fn get_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The failure policy.
+    pub fn get_on_failure(&self) -> FailurePolicy {
+        self.on_failure
+    }
+
+    /// Checks the values that cannot work.
+    pub(crate) fn validate(&self) -> Result<&str, Error> {
+        let url = self.url.as_deref().ok_or(Error::NotConfigured)?;
+        if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
+            return Err(Error::InvalidConfig(
+                "the connect and response timeouts must be above zero".into(),
+            ));
+        }
+        Ok(url)
+    }
+
+    /// The longest a call to Redis may take: a connection, then two commands (the module's
+    /// detection and the request). A little above the `redis` crate's own timeouts, so that
+    /// they fire first with a precise error.
+    pub(crate) fn call_deadline(&self) -> Duration {
+        self.connect_timeout
+            .saturating_add(self.response_timeout.saturating_mul(2))
+            .saturating_add(Duration::from_millis(50))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn reads_the_environment() {
+        let config = from(&[]).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            Error::NotConfigured.to_string()
+        );
+        let config = from(&[
+            ("REDIS_URL", "redis://:pw@host:1/"),
+            ("RATELIMIT_PREFIX", "app:"),
+            ("RATELIMIT_CONNECT_TIMEOUT_MS", "100"),
+            ("RATELIMIT_RESPONSE_TIMEOUT_MS", "50"),
+            ("RATELIMIT_ON_FAILURE", "Deny"),
+        ])
+        .unwrap();
+        assert_eq!(config.get_url(), Some("redis://:pw@host:1/"));
+        assert_eq!(config.get_prefix(), "app:");
+        assert_eq!(config.connect_timeout, Duration::from_millis(100));
+        assert_eq!(config.response_timeout, Duration::from_millis(50));
+        assert_eq!(config.get_on_failure(), FailurePolicy::Deny);
+        assert!(!format!("{config:?}").contains("pw"));
+        assert_eq!(from(&[("REDIS_URL", "")]).unwrap().get_url(), None);
+    }
+
+    #[test]
+    fn rejects_invalid_values() {
+        for vars in [
+            [("RATELIMIT_CONNECT_TIMEOUT_MS", "0")],
+            [("RATELIMIT_RESPONSE_TIMEOUT_MS", "fast")],
+            [("RATELIMIT_ON_FAILURE", "maybe")],
+        ] {
+            assert!(from(&vars).unwrap_err().is_invalid_config(), "{vars:?}");
+        }
+        let zero = Config::new("redis://h").connect_timeout(Duration::ZERO);
+        assert!(zero.validate().unwrap_err().is_invalid_config());
+    }
+}

@@ -1,0 +1,268 @@
+//! The client's error, classified by methods rather than by its text.
+
+use ratelimit_core::{LimitError, WrongAlgorithm};
+use redis::{ErrorKind, RedisError};
+use std::time::Duration;
+
+/// Why an operation of the client failed.
+///
+/// Classify it with the methods ([`Error::is_unreachable`], [`Error::is_timeout`],
+/// [`Error::is_invalid_limit`], [`Error::code`], ...), never by its message: the variants may
+/// grow, and the messages may change.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No Redis URL is configured: `REDIS_URL` is unset and none was given to [`crate::Config`].
+    #[error("no Redis URL is configured: set REDIS_URL or Config::url")]
+    NotConfigured,
+    /// A configuration value is invalid; the text says which.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The limit is outside the contract's ranges.
+    #[error("invalid limit: {0}")]
+    InvalidLimit(#[from] LimitError),
+    /// The cost is above 10^15.
+    #[error("invalid cost {0}: expected an integer from 0 to 1000000000000000")]
+    InvalidCost(u64),
+    /// An argument is outside its range; the text says which.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Redis did not answer within the client's deadline (the connect timeout plus the
+    /// response timeouts of the call).
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis failed recently and the circuit breaker is open: it was not tried.
+    #[error("Redis is not tried: it failed recently and the circuit breaker is open")]
+    CircuitOpen,
+    /// The local limiter holds another algorithm's state for the key.
+    #[error("the key holds a {} limiter, not {}", .0.found, .0.requested)]
+    WrongAlgorithm(WrongAlgorithm),
+    /// Redis replied something this client cannot read, e.g. a counter that is not an integer.
+    #[error("unexpected reply from Redis: {0}")]
+    UnexpectedReply(String),
+    /// An error of the connection or a server error reply, from the `redis` crate.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
+impl From<WrongAlgorithm> for Error {
+    fn from(error: WrongAlgorithm) -> Error {
+        Error::WrongAlgorithm(error)
+    }
+}
+
+/// Server error codes that mean "this server cannot serve now", not "this request is wrong".
+const UNAVAILABLE_CODES: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "READONLY",
+    "OOM",
+    "NOAUTH",
+    "WRONGPASS",
+];
+
+impl Error {
+    /// The operation ran out of time: the client's deadline, or a connect or response timeout.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::Timeout(_) => true,
+            Error::Redis(error) => error.is_timeout(),
+            _ => false,
+        }
+    }
+
+    /// Redis could not be reached: the connection was refused, dropped or timed out, the
+    /// authentication failed, or the circuit breaker is open and Redis was not tried. These are
+    /// the errors for which the checks apply the failure policy.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Error::Timeout(_) | Error::CircuitOpen => true,
+            Error::Redis(error) => {
+                error.is_io_error()
+                    || error.is_timeout()
+                    || error.is_connection_refusal()
+                    || error.is_connection_dropped()
+                    || error.kind() == ErrorKind::AuthenticationFailed
+            }
+            _ => false,
+        }
+    }
+
+    /// The server answered that it cannot serve now: it is loading its data, busy with a
+    /// script, out of memory, read-only, without a master, or wants authentication. The checks
+    /// treat these like [`Error::is_unreachable`] ones.
+    pub fn is_unavailable(&self) -> bool {
+        self.code()
+            .is_some_and(|code| UNAVAILABLE_CODES.contains(&code))
+    }
+
+    /// Redis could not serve the request, by [`Error::is_unreachable`] or
+    /// [`Error::is_unavailable`]: an outage, to which the failure policy applies.
+    pub fn is_outage(&self) -> bool {
+        self.is_unreachable() || self.is_unavailable()
+    }
+
+    /// The limit or the cost is outside the contract's ranges; nothing was sent to Redis.
+    pub fn is_invalid_limit(&self) -> bool {
+        matches!(self, Error::InvalidLimit(_) | Error::InvalidCost(_))
+    }
+
+    /// An argument other than the limit is outside its range, such as an increment above
+    /// 2^63 - 1; nothing was sent to Redis.
+    pub fn is_invalid_argument(&self) -> bool {
+        matches!(self, Error::InvalidArgument(_))
+    }
+
+    /// The configuration is missing or invalid.
+    pub fn is_invalid_config(&self) -> bool {
+        match self {
+            Error::NotConfigured | Error::InvalidConfig(_) => true,
+            Error::Redis(error) => error.kind() == ErrorKind::InvalidClientConfig,
+            _ => false,
+        }
+    }
+
+    /// The key holds the state of another algorithm than the one requested, in Redis or in the
+    /// local limiter.
+    pub fn is_wrong_algorithm(&self) -> bool {
+        match self {
+            Error::WrongAlgorithm(_) => true,
+            Error::Redis(_) => self.server_detail().is_some_and(|detail| {
+                detail.starts_with("the key holds a ") && detail.contains(" limiter, not ")
+            }),
+            _ => false,
+        }
+    }
+
+    /// The key holds a string that is no limiter's state.
+    pub fn is_not_a_limiter(&self) -> bool {
+        self.server_detail()
+            .is_some_and(|detail| detail.starts_with("the key holds a value that is not"))
+    }
+
+    /// The key holds another Redis type (`WRONGTYPE`).
+    pub fn is_wrong_type(&self) -> bool {
+        self.code() == Some("WRONGTYPE")
+    }
+
+    /// The server answered with an error reply (it was reachable).
+    pub fn is_server_error(&self) -> bool {
+        self.code().is_some()
+    }
+
+    /// The code of a server error reply, such as `ERR`, `WRONGTYPE` or `LOADING`; `None` for
+    /// other errors.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Redis(error) => error.code(),
+            _ => None,
+        }
+    }
+
+    /// The underlying error of the `redis` crate, if any.
+    pub fn redis_error(&self) -> Option<&RedisError> {
+        match self {
+            Error::Redis(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The server answered that the command does not exist: the module is not loaded.
+    pub(crate) fn is_unknown_command(&self) -> bool {
+        self.code() == Some("ERR")
+            && self
+                .server_detail()
+                .is_some_and(|detail| detail.starts_with("unknown command"))
+    }
+
+    /// A description safe for logs: `key` and `secret` (the user ID), wherever the server
+    /// echoed them, appear masked. An unknown-command error, which echoes its arguments cut at
+    /// an arbitrary length, is described without them.
+    pub(crate) fn redacted(&self, key: &str, masked_key: &str) -> String {
+        if self.is_unknown_command() {
+            return "ERR unknown command".to_string();
+        }
+        let text = self.to_string();
+        if key.is_empty() {
+            text
+        } else {
+            text.replace(key, masked_key)
+        }
+    }
+
+    fn server_detail(&self) -> Option<&str> {
+        match self {
+            Error::Redis(error) if error.code().is_some() => error.detail(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratelimit_core::Algorithm;
+    use std::io;
+
+    fn server(code: &str, detail: &str) -> Error {
+        Error::Redis(redis::make_extension_error(
+            code.to_string(),
+            Some(detail.to_string()),
+        ))
+    }
+
+    #[test]
+    fn classifies_every_variant() {
+        let refused = Error::Redis(io::Error::from(io::ErrorKind::ConnectionRefused).into());
+        assert!(refused.is_unreachable() && refused.is_outage() && !refused.is_timeout());
+        let timed_out = Error::Redis(io::Error::from(io::ErrorKind::TimedOut).into());
+        assert!(timed_out.is_timeout() && timed_out.is_unreachable());
+        let deadline = Error::Timeout(Duration::from_millis(500));
+        assert!(deadline.is_timeout() && deadline.is_outage());
+        assert!(Error::CircuitOpen.is_unreachable());
+        assert!(Error::NotConfigured.is_invalid_config());
+        assert!(Error::InvalidConfig("x".into()).is_invalid_config());
+        assert!(Error::InvalidLimit(LimitError::Limit).is_invalid_limit());
+        assert!(Error::InvalidCost(u64::MAX).is_invalid_limit());
+        assert!(Error::InvalidArgument("x".into()).is_invalid_argument());
+        let local = Error::from(WrongAlgorithm {
+            found: Algorithm::Gcra,
+            requested: Algorithm::Fixed,
+        });
+        assert!(local.is_wrong_algorithm() && !local.is_outage());
+        assert_eq!(local.to_string(), "the key holds a GCRA limiter, not FIXED");
+        assert!(!Error::UnexpectedReply("x".into()).is_outage());
+    }
+
+    #[test]
+    fn classifies_server_replies_by_code() {
+        let other = server("ERR", "the key holds a SLIDING limiter, not GCRA");
+        assert!(other.is_wrong_algorithm() && other.is_server_error() && !other.is_outage());
+        assert_eq!(other.code(), Some("ERR"));
+        let wrong_type = server("WRONGTYPE", "Operation against a key");
+        assert!(wrong_type.is_wrong_type() && !wrong_type.is_wrong_algorithm());
+        let not_limiter = server(
+            "ERR",
+            "the key holds a value that is not a rate limiter state",
+        );
+        assert!(not_limiter.is_not_a_limiter() && !not_limiter.is_wrong_algorithm());
+        for code in UNAVAILABLE_CODES {
+            let error = server(code, "try later");
+            assert!(error.is_unavailable() && error.is_outage(), "{code}");
+        }
+        let unknown = server(
+            "ERR",
+            "unknown command 'RATELIMIT.CHECK', with args: 'user:42'",
+        );
+        assert!(unknown.is_unknown_command());
+        assert!(!unknown.redacted("user:42", "us****").contains("user:42"));
+        let echoed = server("ERR", "bad key user:42");
+        assert_eq!(
+            echoed.redacted("user:42", "us****"),
+            echoed.to_string().replace("user:42", "us****")
+        );
+    }
+}

@@ -1,0 +1,385 @@
+//! The in-memory limiter: [`ratelimit_core::decide`] with an in-process store, used when Redis is
+//! unreachable and the failure policy is `Local`.
+//!
+//! It gives exactly the decisions the module gives for the same requests at the same instants:
+//! each key keeps the core [`State`] and the absolute expiry that the module would write with
+//! `PXAT`, and an entry whose expiry has passed (`now_ms > expire_at_ms`, as Redis decides) is
+//! absent. What it cannot share with Redis is the state itself: each process limits on its own.
+//!
+//! # Speed
+//! Keys are spread over a power-of-two number of shards (up to 64), each a `Mutex` around a
+//! `HashMap` and the queue of its keys in insertion order, so that threads on different keys
+//! rarely wait for each other. A check hashes its key once, with the standard library's keyed
+//! SipHash (which resists collision floods from chosen keys), and that hash picks the shard and
+//! indexes its map. A check of a stored key does not allocate.
+//!
+//! # Memory
+//! Memory is bounded two ways:
+//! - **Expiry.** Every insert inspects the next two keys of the queue, round robin, and removes
+//!   them if they have expired, so an expired entry is gone after at most about as many inserts
+//!   as the shard holds entries. A lookup of an expired key removes it too.
+//! - **A cap.** A shard that holds its share of `max_entries` evicts its **oldest key by
+//!   insertion** (the one whose state was created first since it was last absent) before taking
+//!   a new one. With fewer than 512 entries there is one shard and the order is exact; beyond,
+//!   it is exact within a shard, which approximates the global order. The cap is split evenly
+//!   among the shards, so one can fill a little before the whole does: give `max_entries`
+//!   headroom over the keys expected to be active at once. Evicting a key forgets what it
+//!   spent: the cap is a memory guard against floods of distinct keys, not a cache.
+
+use ratelimit_core::{decide, Decision, Limit, State, Update, WrongAlgorithm};
+use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The most shards a limiter uses.
+const MAX_SHARDS: usize = 64;
+/// The fewest entries a shard is made for: small limiters get one shard and an exact order.
+const MIN_SHARD_ENTRIES: usize = 256;
+/// Keys inspected for expiry on each insert.
+const SWEEP_STEPS: usize = 2;
+
+/// An in-process rate limiter with the module's exact semantics, for any number of keys.
+///
+/// It is `Send + Sync`; share it in an `Arc`. Checks on different keys rarely contend.
+pub struct LocalLimiter {
+    shards: Box<[Padded]>,
+    /// The keyed SipHash of every key, computed once per check for the shard and its map.
+    hasher: RandomState,
+}
+
+/// One shard on its own cache lines, so that threads on different shards do not share them.
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+struct Shard {
+    entries: HashMap<Key<Arc<str>>, Entry, BuildHasherDefault<Prehashed>>,
+    /// Every stored key in insertion order. A key removed from `entries` leaves a stale record
+    /// here, recognisable because the queue then holds its only reference.
+    order: VecDeque<Key<Arc<str>>>,
+    /// The position of the expiry sweep in `order`.
+    hand: usize,
+    /// The most entries this shard holds.
+    capacity: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    state: State,
+    expire_at_ms: u64,
+}
+
+impl LocalLimiter {
+    /// A limiter that holds at most `max_entries` keys (at least 1), evicting the oldest first.
+    pub fn new(max_entries: usize) -> LocalLimiter {
+        let max_entries = max_entries.max(1);
+        let wanted = (max_entries / MIN_SHARD_ENTRIES).clamp(1, MAX_SHARDS);
+        // The largest power of two not above `wanted`.
+        let count: usize = 1 << wanted.ilog2();
+        let shards = (0..count)
+            .map(|index| {
+                // Shares that add up to exactly `max_entries`.
+                let capacity = max_entries / count + usize::from(index < max_entries % count);
+                Padded(Mutex::new(Shard {
+                    entries: HashMap::default(),
+                    order: VecDeque::new(),
+                    hand: 0,
+                    capacity,
+                }))
+            })
+            .collect();
+        LocalLimiter {
+            shards,
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Decides one request of `cost` units on `key` at `now_us` (microseconds since the Unix
+    /// epoch) and, if it is admitted and not a dry run, spends its cost. Fails only when the
+    /// key's live state belongs to another algorithm than `limit`'s; nothing changes then.
+    pub fn check_at(
+        &self,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+        dry_run: bool,
+        now_us: u64,
+    ) -> Result<Decision, WrongAlgorithm> {
+        let (hash, mut shard) = self.shard(key);
+        shard.check(Key(hash, key), limit, cost, dry_run, now_us)
+    }
+
+    /// [`LocalLimiter::check_at`] at the wall clock's current time.
+    pub fn check(
+        &self,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+        dry_run: bool,
+    ) -> Result<Decision, WrongAlgorithm> {
+        self.check_at(key, limit, cost, dry_run, now_us())
+    }
+
+    /// Deletes `key`'s state, as `RATELIMIT.RESET` does at `now_us`. Returns whether there was
+    /// live (unexpired) state.
+    pub fn reset_at(&self, key: &str, now_us: u64) -> bool {
+        let (hash, mut shard) = self.shard(key);
+        let entry = shard.entries.remove(&Key(hash, key) as &dyn View);
+        entry.is_some_and(|entry| entry.is_live(now_us / 1000))
+    }
+
+    /// [`LocalLimiter::reset_at`] at the wall clock's current time.
+    pub fn reset(&self, key: &str) -> bool {
+        self.reset_at(key, now_us())
+    }
+
+    /// The number of stored entries, including expired ones that are not yet evicted. Never
+    /// more than `max_entries`.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).entries.len())
+            .sum()
+    }
+
+    /// Whether no entry is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hashes `key` and locks its shard.
+    fn shard(&self, key: &str) -> (u64, MutexGuard<'_, Shard>) {
+        let hash = self.hasher.hash_one(key);
+        // Bits that the shard's map uses neither for its index (the low ones) nor for its
+        // tags (the top seven).
+        let index = (hash >> 32) as usize & (self.shards.len() - 1);
+        (hash, lock(&self.shards[index]))
+    }
+}
+
+impl fmt::Debug for LocalLimiter {
+    /// The shard count and the number of entries, not the entries themselves.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalLimiter")
+            .field("shards", &self.shards.len())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Default for LocalLimiter {
+    /// A limiter of 100,000 entries.
+    fn default() -> LocalLimiter {
+        LocalLimiter::new(100_000)
+    }
+}
+
+/// Locks a shard. A panic while it was held cannot leave it inconsistent (nothing in a shard's
+/// methods panics between two related writes), so a poisoned lock is used as is.
+fn lock(shard: &Padded) -> MutexGuard<'_, Shard> {
+    shard.0.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The wall clock in microseconds since the Unix epoch; 0 before it.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
+}
+
+impl Entry {
+    fn from_update(update: Update) -> Entry {
+        Entry {
+            state: update.state,
+            expire_at_ms: update.expire_at_ms,
+        }
+    }
+
+    fn is_live(&self, now_ms: u64) -> bool {
+        now_ms <= self.expire_at_ms
+    }
+
+    /// The state as the module reads it back: FIXED's window end is the key's expiry.
+    fn state(&self) -> State {
+        match self.state {
+            State::Fixed(mut fixed) => {
+                fixed.window_end_ms = Some(self.expire_at_ms);
+                State::Fixed(fixed)
+            }
+            other => other,
+        }
+    }
+}
+
+impl Shard {
+    fn check(
+        &mut self,
+        key: Key<&str>,
+        limit: &Limit,
+        cost: u64,
+        dry_run: bool,
+        now_us: u64,
+    ) -> Result<Decision, WrongAlgorithm> {
+        let now_ms = now_us / 1000;
+        if let Some(entry) = self.entries.get_mut(&key as &dyn View) {
+            if entry.is_live(now_ms) {
+                let (decision, update) = decide(limit, Some(&entry.state()), now_us, cost)?;
+                if let (Some(update), false) = (update, dry_run) {
+                    *entry = Entry::from_update(update);
+                }
+                return Ok(decision);
+            }
+            // Expired: absent, and a new state must take a new place in the insertion order.
+            self.entries.remove(&key as &dyn View);
+        }
+        let (decision, update) = decide(limit, None, now_us, cost)?;
+        if let (Some(update), false) = (update, dry_run) {
+            self.insert(key, Entry::from_update(update), now_ms);
+        }
+        Ok(decision)
+    }
+
+    fn insert(&mut self, key: Key<&str>, entry: Entry, now_ms: u64) {
+        self.sweep(now_ms);
+        while self.entries.len() >= self.capacity && self.evict_oldest() {}
+        let key = Key(key.0, Arc::from(key.1));
+        self.order.push_back(key.clone());
+        self.entries.insert(key, entry);
+        if self.order.len() > 2 * self.entries.len() + 32 {
+            self.compact();
+        }
+    }
+
+    /// Removes the next [`SWEEP_STEPS`] keys of the queue, round robin, if they have expired.
+    fn sweep(&mut self, now_ms: u64) {
+        for _ in 0..SWEEP_STEPS {
+            if self.hand >= self.order.len() {
+                self.hand = 0;
+            }
+            let Some(key) = self.order.get(self.hand) else {
+                return;
+            };
+            if key.is_stored()
+                && self
+                    .entries
+                    .get(key as &dyn View)
+                    .is_some_and(|entry| !entry.is_live(now_ms))
+            {
+                self.entries.remove(key as &dyn View);
+            }
+            self.hand += 1;
+        }
+    }
+
+    /// Removes the key inserted first; false if there is none.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some(key) = self.order.pop_front() {
+            self.hand = self.hand.saturating_sub(1);
+            if key.is_stored() {
+                self.entries.remove(&key as &dyn View);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops the stale records of the queue, keeping the sweep's place; amortized O(1), as it
+    /// runs only once stale records outnumber the entries.
+    fn compact(&mut self) {
+        let (mut index, mut hand) = (0, 0);
+        self.order.retain(|key| {
+            let keep = key.is_stored();
+            hand += usize::from(keep && index < self.hand);
+            index += 1;
+            keep
+        });
+        self.hand = hand;
+    }
+}
+
+/// A key with its hash, so that the map never hashes a key again: `Key<&str>` to look up,
+/// `Key<Arc<str>>` to store (the map and the queue share the `Arc`).
+#[derive(Clone)]
+struct Key<T>(u64, T);
+
+impl Key<Arc<str>> {
+    /// Whether a queued key is still in the map, which holds the only other reference to it.
+    fn is_stored(&self) -> bool {
+        Arc::strong_count(&self.1) > 1
+    }
+}
+
+/// What the map is searched by: any [`Key`], hashed and compared as the stored ones are. A
+/// trait object is how a std `HashMap` with owned keys is searched with borrowed ones of
+/// another type.
+trait View {
+    fn prehash(&self) -> u64;
+    fn name(&self) -> &str;
+}
+
+impl<T: AsRef<str>> View for Key<T> {
+    fn prehash(&self) -> u64 {
+        self.0
+    }
+    fn name(&self) -> &str {
+        self.1.as_ref()
+    }
+}
+
+impl<'a> Borrow<dyn View + 'a> for Key<Arc<str>> {
+    fn borrow(&self) -> &(dyn View + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn View + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.prehash());
+    }
+}
+
+impl PartialEq for dyn View + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.prehash() == other.prehash() && self.name() == other.name()
+    }
+}
+
+impl Eq for dyn View + '_ {}
+
+impl Hash for Key<Arc<str>> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
+
+impl PartialEq for Key<Arc<str>> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0 && self.1 == other.1
+    }
+}
+
+impl Eq for Key<Arc<str>> {}
+
+/// The map's hasher: the keys come hashed.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is ever called; fold anything else rather than lose it.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}

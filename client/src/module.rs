@@ -1,0 +1,166 @@
+//! The module's backend: `RATELIMIT.CHECK`, `RATELIMIT.QUOTA` and `RATELIMIT.RESET`, and the
+//! detection of whether the module is loaded.
+
+use ratelimit_core::{Algorithm, Decision, Limit};
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, RedisError, RedisResult, Value};
+
+/// Whether the server has the module's commands: `COMMAND INFO ratelimit.check` answers a nil
+/// entry for an unknown command (Redis 6.2, 7.x and Valkey alike).
+pub async fn detect<C: ConnectionLike + Send>(conn: &mut C) -> RedisResult<bool> {
+    let reply: Value = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("ratelimit.check")
+        .query_async(conn)
+        .await?;
+    Ok(match reply {
+        Value::Array(entries) => entries.first().is_some_and(|e| *e != Value::Nil),
+        _ => false,
+    })
+}
+
+/// `RATELIMIT.CHECK key limit period [ALGORITHM a] [BURST n] COST cost [DRYRUN]`: decides one
+/// request and, if it is admitted and not a dry run, spends its cost.
+///
+/// Fails with the server's error when the key holds another type (`WRONGTYPE`), another
+/// algorithm's state or a value that is no limiter state, when the module is not loaded
+/// (`ERR unknown command`), and on any connection error.
+pub async fn check<C: ConnectionLike + Send>(
+    conn: &mut C,
+    key: &str,
+    limit: &Limit,
+    cost: u64,
+    dry_run: bool,
+) -> RedisResult<Decision> {
+    let mut command = limit_command("RATELIMIT.CHECK", key, limit);
+    command.arg("COST").arg(cost);
+    if dry_run {
+        command.arg("DRYRUN");
+    }
+    let reply: Vec<i64> = command.query_async(conn).await?;
+    decision_from_reply(&reply)
+}
+
+/// `RATELIMIT.QUOTA key limit period [ALGORITHM a] [BURST n]`: the decision a request of cost 1
+/// would get, without writing. Fails as [`check`] does.
+pub async fn quota<C: ConnectionLike + Send>(
+    conn: &mut C,
+    key: &str,
+    limit: &Limit,
+) -> RedisResult<Decision> {
+    let reply: Vec<i64> = limit_command("RATELIMIT.QUOTA", key, limit)
+        .query_async(conn)
+        .await?;
+    decision_from_reply(&reply)
+}
+
+/// `RATELIMIT.RESET key`: deletes the limiter's state; answers whether there was one. Fails,
+/// deleting nothing, when the key is no limiter (another type, or a string no algorithm wrote).
+pub async fn reset<C: ConnectionLike + Send>(conn: &mut C, key: &str) -> RedisResult<bool> {
+    let deleted: i64 = redis::cmd("RATELIMIT.RESET")
+        .arg(key)
+        .query_async(conn)
+        .await?;
+    Ok(deleted == 1)
+}
+
+/// `name key limit <period>ms ALGORITHM a [BURST n]`.
+fn limit_command(name: &str, key: &str, limit: &Limit) -> Cmd {
+    let mut command = redis::cmd(name);
+    command
+        .arg(key)
+        .arg(limit.limit())
+        .arg(format!("{}ms", limit.period_ms()))
+        .arg("ALGORITHM")
+        .arg(limit.algorithm().name());
+    if limit.algorithm() == Algorithm::Gcra {
+        command.arg("BURST").arg(limit.burst());
+    }
+    command
+}
+
+/// Reads the reply `[allowed, limit, remaining, reset_after_ms, retry_after_ms]`.
+pub fn decision_from_reply(reply: &[i64]) -> RedisResult<Decision> {
+    let unexpected = || {
+        RedisError::from((
+            ErrorKind::UnexpectedReturnType,
+            "RATELIMIT replied something else than five integers",
+            format!("{reply:?}"),
+        ))
+    };
+    let &[allowed, limit, remaining, reset_after_ms, retry_after_ms] = reply else {
+        return Err(unexpected());
+    };
+    let unsigned = |value: i64| u64::try_from(value).map_err(|_| unexpected());
+    if !(0..=1).contains(&allowed) || retry_after_ms < Decision::NEVER {
+        return Err(unexpected());
+    }
+    Ok(Decision {
+        allowed: allowed == 1,
+        limit: unsigned(limit)?,
+        remaining: unsigned(remaining)?,
+        reset_after_ms: unsigned(reset_after_ms)?,
+        retry_after_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_five_integers() {
+        assert_eq!(
+            decision_from_reply(&[0, 3, 0, 9984, 9984]).unwrap(),
+            Decision {
+                allowed: false,
+                limit: 3,
+                remaining: 0,
+                reset_after_ms: 9984,
+                retry_after_ms: 9984,
+            }
+        );
+        assert_eq!(
+            decision_from_reply(&[0, 3, 0, 5, -1])
+                .unwrap()
+                .retry_after_ms,
+            Decision::NEVER
+        );
+        for bad in [
+            &[1, 2, 3][..],
+            &[2, 3, 0, 0, 0],
+            &[1, -3, 0, 0, 0],
+            &[0, 3, 0, 0, -2],
+        ] {
+            assert!(decision_from_reply(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn builds_the_commands() {
+        let gcra = Limit::new(Algorithm::Gcra, 10, 1000, Some(3)).unwrap();
+        let packed = limit_command("RATELIMIT.QUOTA", "k", &gcra).get_packed_command();
+        let text = String::from_utf8(packed).unwrap();
+        let args: Vec<&str> = text
+            .split("\r\n")
+            .filter(|s| !s.starts_with(['*', '$']))
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "RATELIMIT.QUOTA",
+                "k",
+                "10",
+                "1000ms",
+                "ALGORITHM",
+                "GCRA",
+                "BURST",
+                "3",
+                ""
+            ]
+        );
+        let fixed = Limit::new(Algorithm::Fixed, 10, 60_000, None).unwrap();
+        let packed = limit_command("RATELIMIT.CHECK", "k", &fixed).get_packed_command();
+        assert!(!String::from_utf8(packed).unwrap().contains("BURST"));
+    }
+}

@@ -1,0 +1,235 @@
+//! The Lua fallback: `RATELIMIT.CHECK`, `QUOTA` and `RESET` as scripts, for servers without the
+//! module.
+//!
+//! The scripts honour exactly the module's contract: the same decisions (bit-identical to
+//! [`ratelimit_core::decide`], with exact bignum arithmetic where a double would round), the same
+//! replies and error messages, and the same storage format and absolute expiries. A deployment
+//! can therefore switch between the module and the scripts without resetting anyone's limits.
+//! An admitted request writes `SET key value PXAT expire_at_ms`, which Redis replicates as an
+//! effect, as the module does. They run on Redis 6.2, 7.x and Valkey 8.
+//!
+//! The scripts are sent with `EVALSHA`, and loaded again by [`redis::Script`] when the server
+//! answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
+//!
+//! Arguments of `check.lua`: `KEYS[1]` is the key; `ARGV` holds the algorithm (`FIXED`,
+//! `SLIDING` or `GCRA`), the limit, the period in milliseconds, the burst (0 for the default),
+//! the cost and the dry-run flag (0 or 1); then, for tests only, the clock in microseconds and a
+//! flag that forces the bignum path. `reset.lua` takes only the key.
+//!
+//! The clock is the server's `TIME`, in whole milliseconds on servers older than Redis 7.2, as
+//! the module reads it there, so that the module and the script see the same instants.
+
+use ratelimit_core::{Algorithm, Decision, Limit, MAX_COUNT};
+use redis::aio::ConnectionLike;
+use redis::{ErrorKind, RedisError, RedisResult, Script};
+
+/// The source of the check script: the shared helpers, the bignum library, one file per
+/// algorithm, then the entry point. Public only for tests, which run it with extra arguments.
+#[doc(hidden)]
+pub const CHECK_SOURCE: &str = concat!(
+    include_str!("../lua/lib.lua"),
+    include_str!("../lua/bignum.lua"),
+    include_str!("../lua/fixed.lua"),
+    include_str!("../lua/sliding.lua"),
+    include_str!("../lua/gcra.lua"),
+    include_str!("../lua/check.lua")
+);
+
+/// The reset script: the shared helpers, then the entry point.
+const RESET_SOURCE: &str = concat!(
+    include_str!("../lua/lib.lua"),
+    include_str!("../lua/reset.lua")
+);
+
+/// The latest clock the scripts accept, 2^53 - 1 microseconds (the year 2255): Lua numbers are
+/// exact integers only below 2^53.
+const MAX_NOW_US: u64 = (1 << 53) - 1;
+
+/// Runs the rate limiter as Lua scripts inside Redis, with the module's exact contract.
+///
+/// It holds the two scripts; it is cheap to clone and can be shared by every connection.
+#[derive(Debug, Clone)]
+pub struct ScriptBackend {
+    check: Script,
+    reset: Script,
+}
+
+impl Default for ScriptBackend {
+    fn default() -> ScriptBackend {
+        ScriptBackend::new()
+    }
+}
+
+impl ScriptBackend {
+    /// Prepares the scripts (computes their SHA1); nothing is sent to the server yet.
+    pub fn new() -> ScriptBackend {
+        ScriptBackend {
+            check: Script::new(CHECK_SOURCE),
+            reset: Script::new(RESET_SOURCE),
+        }
+    }
+
+    /// Decides one request of `cost` units on `key`, at the server's clock (`TIME`), as
+    /// `RATELIMIT.CHECK` does; with `dry_run`, or when the request is denied or costs 0, nothing
+    /// is written. `RATELIMIT.QUOTA` is this call with cost 1 and `dry_run`.
+    ///
+    /// Fails with the server's error when the key holds another type (`WRONGTYPE`), another
+    /// algorithm's state or a value that is no limiter state (the module's `ERR` messages), when
+    /// `cost` exceeds 10^15, and on any connection error.
+    pub async fn check<C>(
+        &self,
+        conn: &mut C,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+        dry_run: bool,
+    ) -> RedisResult<Decision>
+    where
+        C: ConnectionLike + Send,
+    {
+        self.run_check(conn, key, limit, cost, dry_run, None).await
+    }
+
+    /// For tests only: [`ScriptBackend::check`] at the clock `now_us` (microseconds since the
+    /// epoch, at most 2^53 - 1) instead of the server's `TIME`. Redis still expires keys by its
+    /// own clock.
+    #[doc(hidden)]
+    pub async fn check_at<C>(
+        &self,
+        conn: &mut C,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+        dry_run: bool,
+        now_us: u64,
+    ) -> RedisResult<Decision>
+    where
+        C: ConnectionLike + Send,
+    {
+        if now_us > MAX_NOW_US {
+            return Err(RedisError::from((
+                ErrorKind::Client,
+                "the script's clock must be below 2^53 microseconds",
+            )));
+        }
+        self.run_check(conn, key, limit, cost, dry_run, Some(now_us))
+            .await
+    }
+
+    /// Deletes the limiter's state on `key`, of any algorithm, as `RATELIMIT.RESET` does.
+    /// Answers whether there was one.
+    ///
+    /// Fails, deleting nothing, when the key holds another type (`WRONGTYPE`) or a string that is
+    /// no limiter state, and on any connection error.
+    pub async fn reset<C>(&self, conn: &mut C, key: &str) -> RedisResult<bool>
+    where
+        C: ConnectionLike + Send,
+    {
+        let deleted: i64 = self.reset.key(key).invoke_async(conn).await?;
+        Ok(deleted == 1)
+    }
+
+    async fn run_check<C>(
+        &self,
+        conn: &mut C,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+        dry_run: bool,
+        now_us: Option<u64>,
+    ) -> RedisResult<Decision>
+    where
+        C: ConnectionLike + Send,
+    {
+        if cost > MAX_COUNT {
+            return Err(RedisError::from((
+                ErrorKind::Client,
+                "invalid cost: expected an integer from 0 to 1000000000000000",
+            )));
+        }
+        let burst = match limit.algorithm() {
+            Algorithm::Gcra => limit.burst(),
+            _ => 0,
+        };
+        let mut invocation = self.check.key(key);
+        invocation
+            .arg(limit.algorithm().name())
+            .arg(limit.limit())
+            .arg(limit.period_ms())
+            .arg(burst)
+            .arg(cost)
+            .arg(u8::from(dry_run));
+        if let Some(now_us) = now_us {
+            invocation.arg(now_us);
+        }
+        let reply: Vec<i64> = invocation.invoke_async(conn).await?;
+        decision_from_reply(&reply)
+    }
+}
+
+/// Reads the reply `[allowed, limit, remaining, reset_after_ms, retry_after_ms]`.
+fn decision_from_reply(reply: &[i64]) -> RedisResult<Decision> {
+    let unexpected = || {
+        RedisError::from((
+            ErrorKind::UnexpectedReturnType,
+            "the rate limit script replied something else than five integers",
+            format!("{reply:?}"),
+        ))
+    };
+    let &[allowed, limit, remaining, reset_after_ms, retry_after_ms] = reply else {
+        return Err(unexpected());
+    };
+    let unsigned = |value: i64| u64::try_from(value).map_err(|_| unexpected());
+    Ok(Decision {
+        allowed: allowed == 1,
+        limit: unsigned(limit)?,
+        remaining: unsigned(remaining)?,
+        reset_after_ms: unsigned(reset_after_ms)?,
+        retry_after_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_five_integers() {
+        let decision = decision_from_reply(&[1, 10, 9, 600, 0]).unwrap();
+        assert_eq!(
+            decision,
+            Decision {
+                allowed: true,
+                limit: 10,
+                remaining: 9,
+                reset_after_ms: 600,
+                retry_after_ms: 0,
+            }
+        );
+        let never = decision_from_reply(&[0, 10, 0, 5, -1]).unwrap();
+        assert_eq!(never.retry_after_ms, Decision::NEVER);
+        assert!(decision_from_reply(&[1, 2, 3]).is_err());
+        assert!(decision_from_reply(&[1, -2, 3, 4, 5]).is_err());
+    }
+
+    /// The futures can be spawned on a multi-threaded runtime (checked at compile time).
+    #[allow(dead_code)]
+    fn futures_are_send(
+        backend: &ScriptBackend,
+        conn: &mut redis::aio::MultiplexedConnection,
+        limit: &Limit,
+    ) {
+        fn send<T: Send>(_: T) {}
+        send(backend.check(conn, "key", limit, 1, false));
+        send(backend.reset(conn, "key"));
+    }
+
+    #[test]
+    fn scripts_start_with_the_shared_helpers() {
+        assert!(CHECK_SOURCE.starts_with("-- Shared helpers"));
+        assert!(CHECK_SOURCE.contains("local function bn_divmod"));
+        assert!(CHECK_SOURCE.contains("local function gcra("));
+        assert!(CHECK_SOURCE.contains("SET', key, new_value, 'PXAT'"));
+        assert!(RESET_SOURCE.contains("redis.call('DEL', key)"));
+    }
+}

@@ -1,0 +1,964 @@
+//! The Lua fallback against real servers.
+//!
+//! - `script_matches_core_exactly`: with the test clock, thousands of random request sequences
+//!   over all three algorithms, huge and tiny configurations and arbitrary stored states; every
+//!   reply must equal `ratelimit_core::decide`'s, and every stored value and absolute expiry
+//!   `Update`'s, bit for bit.
+//! - `module_and_script_agree_on_the_real_clock`: the same sequence against `RATELIMIT.CHECK` and
+//!   the script on one server.
+//! - `handover_keeps_state`: a key written by the module continues under the script, and back.
+//! - `errors_match_the_module`: other-algorithm, not-a-limiter and `WRONGTYPE` replies, with
+//!   nothing written.
+//!
+//! Environment: `REDIS_SERVER` (default `redis-server`), `RATELIMIT_MODULE` (default the release
+//! build of this workspace, needed by all but the first test: run `cargo build --release`),
+//! `RATELIMIT_SEED` to replay a random run and `RATELIMIT_SCRIPT_SEQUENCES` (sequences per worker,
+//! 160 by default) for a longer soak of the first test.
+
+use ratelimit_client::script::ScriptBackend;
+use ratelimit_core::{decide, Algorithm, Decision, Limit, State, MAX_COUNT, MAX_PERIOD_MS};
+use redis::aio::MultiplexedConnection;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 86_400_000;
+/// The latest test clock: Lua numbers are exact below 2^53.
+const MAX_NOW_US: u64 = (1 << 53) - 1;
+const GCRA_MODULUS: u64 = 1 << 62;
+
+// The server ------------------------------------------------------------------------------------
+
+/// A `redis-server` on a free loopback port, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(with_module: bool) -> Server {
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = Command::new(&binary);
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if with_module {
+            let module = module_path();
+            assert!(
+                module.exists(),
+                "{} does not exist: run `cargo build --release` or set RATELIMIT_MODULE",
+                module.display()
+            );
+            command.arg("--loadmodule").arg(module);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `{binary}` ({e}); set REDIS_SERVER"));
+        let server = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    async fn connect(&self) -> MultiplexedConnection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test server")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn module_path() -> PathBuf {
+    std::env::var_os("RATELIMIT_MODULE").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/release/libredis_ratelimit.so")
+        },
+        PathBuf::from,
+    )
+}
+
+// Helpers ---------------------------------------------------------------------------------------
+
+/// SplitMix64: small, seedable and good enough to pick test cases.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`; 0 when `n` is 0.
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// Uniform in `low..=high`.
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        match (high - low).checked_add(1) {
+            Some(n) => low + self.below(n),
+            None => self.next(),
+        }
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("RATELIMIT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+fn limit(algorithm: Algorithm, limit: u64, period_ms: u64, burst: Option<u64>) -> Limit {
+    Limit::new(algorithm, limit, period_ms, burst).unwrap()
+}
+
+async fn server_now_us(conn: &mut MultiplexedConnection) -> u64 {
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+    seconds * 1_000_000 + micros
+}
+
+/// The key's value and absolute expiry (-1 without one, -2 when absent).
+async fn stored(conn: &mut MultiplexedConnection, key: &str) -> (Option<Vec<u8>>, i64) {
+    redis::pipe()
+        .cmd("GET")
+        .arg(key)
+        .cmd("PEXPIRETIME")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// The module's `RATELIMIT.CHECK`, as five integers.
+async fn module_check(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    limit: &Limit,
+    cost: u64,
+    dry_run: bool,
+) -> redis::RedisResult<Decision> {
+    let mut command = redis::cmd("RATELIMIT.CHECK");
+    command
+        .arg(key)
+        .arg(limit.limit())
+        .arg(format!("{}ms", limit.period_ms()))
+        .arg("ALGORITHM")
+        .arg(limit.algorithm().name());
+    if limit.algorithm() == Algorithm::Gcra {
+        command.arg("BURST").arg(limit.burst());
+    }
+    command.arg("COST").arg(cost);
+    if dry_run {
+        command.arg("DRYRUN");
+    }
+    let [allowed, capacity, remaining, reset, retry]: [i64; 5] = command
+        .query_async::<Vec<i64>>(conn)
+        .await?
+        .try_into()
+        .unwrap();
+    Ok(Decision {
+        allowed: allowed == 1,
+        limit: capacity as u64,
+        remaining: remaining as u64,
+        reset_after_ms: reset as u64,
+        retry_after_ms: retry,
+    })
+}
+
+/// The error's code and message, as the client sees them.
+fn error_text(error: &redis::RedisError) -> (Option<String>, Option<String>) {
+    (
+        error.code().map(str::to_owned),
+        error.detail().map(str::to_owned),
+    )
+}
+
+// Script vs core, exact -------------------------------------------------------------------------
+//
+// The test clock can be far from the server's clock, while Redis expires keys by its own clock.
+// Each sequence therefore starts its clock 10 s ahead of the server's (read with TIME; a sequence
+// takes milliseconds) and only moves it forward: every expiry written is at or after the test
+// clock, so it is in the server's future and the server never removes a key on its own while the
+// sequence runs. Expiry at the test clock is simulated instead, exactly as the server would do
+// it: before each request, a key whose expiry is before the test clock (`now_ms > expire_at_ms`)
+// is deleted, in the reference and on the server. A key whose expiry equals the test clock stays,
+// as on a real server. Other states a server could hold (older or newer windows, arbitrary
+// counts and arrival times, keys without expiry or with an expiry that disagrees with the value)
+// are injected with SET.
+
+/// The script's source, invoked directly to force its bignum path (`ARGV[8]`).
+fn exact_path_script() -> redis::Script {
+    redis::Script::new(ratelimit_client::script::CHECK_SOURCE)
+}
+
+fn interesting_limits() -> Vec<Limit> {
+    use Algorithm::*;
+    let mut limits = Vec::new();
+    for algorithm in [Fixed, Sliding, Gcra] {
+        for (count, period_ms) in [
+            (MAX_COUNT, 1),
+            (MAX_COUNT, MAX_PERIOD_MS),
+            (3, 10_000),
+            (1, 1),
+            (1, MAX_PERIOD_MS),
+            (100, 60_000),
+            (7, 60_000),
+            (1_000_000, DAY_MS),
+            (999_999_999_999_989, HOUR_MS),
+            (999_983, 30 * DAY_MS),
+        ] {
+            limits.push(limit(algorithm, count, period_ms, None));
+        }
+    }
+    for (count, period_ms, burst) in [
+        (999_983, 30 * DAY_MS, MAX_COUNT),
+        (MAX_COUNT, 1, 1),
+        (1, MAX_PERIOD_MS, MAX_COUNT),
+        (5, 1000, MAX_COUNT),
+        (7, MAX_PERIOD_MS, MAX_COUNT),
+        (100, 60_000, 1),
+        (3, 10_000, 50),
+        // (burst + 1) * K near 2^60, where K is lowered: exactly 2^60 (kept), and 2^60 + 24,
+        // which a double rounds to 2^60 (lowered).
+        (125, 137_438_953_472, (1 << 20) - 1),
+        (1, 14_481_573_419, 79_612),
+        (1, 14_481_573_419, 79_611),
+    ] {
+        limits.push(limit(Gcra, count, period_ms, Some(burst)));
+    }
+    limits
+}
+
+fn random_count(rng: &mut Rng) -> u64 {
+    match rng.below(7) {
+        0 => rng.between(1, 10),
+        1 => rng.between(1, 1000),
+        2 => rng.between(1, 1_000_000),
+        3 => rng.between(1, MAX_COUNT),
+        4 => MAX_COUNT,
+        5 => rng.pick(&[999_983, 999_999_999_999_989, 7, 13, 1 << 40]),
+        _ => rng.between(1, 100),
+    }
+}
+
+fn random_limit(rng: &mut Rng, interesting: &[Limit]) -> Limit {
+    if rng.chance(40) {
+        return rng.pick(interesting);
+    }
+    let algorithm = rng.pick(&[Algorithm::Fixed, Algorithm::Sliding, Algorithm::Gcra]);
+    let period_ms = match rng.below(7) {
+        0 => rng.between(1, 1000),
+        1 => 1000 * rng.between(1, 3600),
+        2 => 60_000 * rng.between(1, 1440),
+        3 => DAY_MS * rng.between(1, 3650),
+        4 => MAX_PERIOD_MS,
+        5 => rng.between(1, MAX_PERIOD_MS),
+        _ => rng.pick(&[1, 1000, 60_000, HOUR_MS, DAY_MS, 30 * DAY_MS]),
+    };
+    let burst = (algorithm == Algorithm::Gcra && rng.chance(50)).then(|| random_count(rng));
+    limit(algorithm, random_count(rng), period_ms, burst)
+}
+
+fn random_cost(rng: &mut Rng, capacity: u64, last_remaining: u64) -> u64 {
+    let cost = match rng.below(20) {
+        0 | 1 => 0,
+        2..=8 => 1,
+        9..=11 => rng.between(2, 10),
+        12..=14 => capacity - 1 + rng.below(3),
+        15 | 16 => (last_remaining + rng.below(3)).saturating_sub(1),
+        17 | 18 => rng.between(0, capacity),
+        _ => rng.between(0, MAX_COUNT),
+    };
+    cost.min(MAX_COUNT)
+}
+
+/// GCRA's `now` in units, as its floor modulo 2^62, and `K` (mirrors the core's unit system,
+/// only to aim injected states near the present).
+fn gcra_now_floor(limit: &Limit, now_us: u64) -> (u64, u128) {
+    fn gcd(a: u128, b: u128) -> u128 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let p = u128::from(limit.period_us());
+    let count = u128::from(limit.limit());
+    let exact = p / gcd(count, p);
+    let span = u128::from(limit.burst()) + 1;
+    let k = if span * exact <= 1 << 60 {
+        exact
+    } else {
+        (1 << 60) / span
+    };
+    let scaled = u128::from(now_us) * count;
+    let (whole, rest) = (scaled / p, (scaled % p) * k);
+    let m = u128::from(GCRA_MODULUS);
+    ((((whole % m) * k + rest / p) % m) as u64, k)
+}
+
+/// Digits, sometimes with leading zeros (still at most 20 characters), which every
+/// implementation must read.
+fn digits(rng: &mut Rng, value: u64) -> String {
+    let text = value.to_string();
+    if rng.chance(10) && text.len() < 20 {
+        let zeros = rng.between(1, 20 - text.len() as u64) as usize;
+        format!("{}{text}", "0".repeat(zeros))
+    } else {
+        text
+    }
+}
+
+/// A random valid state of `limit`'s algorithm, and an expiry at or after `now_us` (or none).
+fn random_state(
+    rng: &mut Rng,
+    limit: &Limit,
+    now_us: u64,
+    previous: Option<&State>,
+) -> (String, Option<u64>) {
+    let now_ms = now_us / 1000;
+    let capacity = limit.capacity();
+    let count = |rng: &mut Rng| match rng.below(8) {
+        0 => 0,
+        1 => rng.between(0, capacity),
+        2 => capacity,
+        3 => capacity + 1,
+        4 => rng.between(0, 2 * capacity),
+        5 => rng.next() >> 1,
+        6 => u64::MAX,
+        _ => rng.between(0, 10),
+    };
+    // GCRA trusts a value only when it agrees with the key's expiry: keep the held expiry for
+    // values near the held one, so that both branches of that check are exercised.
+    let mut keep_expiry = None;
+    let value = match limit.algorithm() {
+        Algorithm::Fixed => {
+            let c = count(rng).min(i64::MAX as u64);
+            digits(rng, c)
+        }
+        Algorithm::Sliding => {
+            let current = now_us / limit.period_us();
+            let window = match rng.below(8) {
+                0 | 1 => current,
+                2 | 3 => current - 1,
+                4 => current - 2,
+                5 => current + 1 + rng.below(3),
+                6 => rng.pick(&[0, u64::MAX, (1 << 53) + 1]),
+                _ => rng.next(),
+            };
+            let (previous, current) = (count(rng), count(rng));
+            format!(
+                "s:{}:{}:{}",
+                digits(rng, window),
+                digits(rng, previous),
+                digits(rng, current)
+            )
+        }
+        Algorithm::Gcra => {
+            let (now_floor, k) = gcra_now_floor(limit, now_us);
+            let span = (u128::from(capacity) + 1) * k;
+            let near = |offset: i128| {
+                (i128::from(now_floor) + offset).rem_euclid(i128::from(GCRA_MODULUS)) as u64
+            };
+            let tat = match rng.below(8) {
+                0 => near(rng.below(span as u64 + 2) as i128),
+                1 => near(-(rng.below(span as u64 + 2) as i128)),
+                2 => near(rng.pick(&[0, 1, -1, span as i128 - k as i128, span as i128])),
+                3 => rng.next() % GCRA_MODULUS,
+                4 => rng.pick(&[0, GCRA_MODULUS - 1, 1 << 53, (1 << 53) - 1]),
+                5 => near(rng.pick(&[1 << 61, (1 << 61) - 1, -(1 << 61)])),
+                _ => match previous {
+                    Some(State::Gcra(s)) => {
+                        keep_expiry = s.expire_at_ms;
+                        let delta = rng.below(2 * k as u64 + 1) as i128 - k as i128;
+                        (i128::from(s.tat) + delta).rem_euclid(i128::from(GCRA_MODULUS)) as u64
+                    }
+                    _ => near(rng.below(span as u64) as i128),
+                },
+            };
+            format!("-{}", digits(rng, tat + 1))
+        }
+    };
+    let expiry = match rng.below(4) {
+        _ if keep_expiry.is_some() && rng.chance(80) => keep_expiry,
+        0 => None,
+        1 => Some(now_ms),
+        _ => Some(now_ms + rng.below(3 * limit.period_ms() + 1)),
+    };
+    (value, expiry.map(|e| e.min(MAX_NOW_US / 1000)))
+}
+
+#[derive(Default)]
+struct Counts {
+    sequences: u64,
+    checks: u64,
+    allowed: u64,
+    denied: u64,
+    forced_exact: u64,
+    resets: u64,
+    injected: u64,
+    expired: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.sequences += other.sequences;
+        self.checks += other.checks;
+        self.allowed += other.allowed;
+        self.denied += other.denied;
+        self.forced_exact += other.forced_exact;
+        self.resets += other.resets;
+        self.injected += other.injected;
+        self.expired += other.expired;
+    }
+}
+
+async fn exact_sequence(
+    conn: &mut MultiplexedConnection,
+    backend: &ScriptBackend,
+    exact_path: &redis::Script,
+    rng: &mut Rng,
+    limit: Limit,
+    key: &str,
+    counts: &mut Counts,
+) {
+    let period_us = limit.period_us();
+    let mut now = server_now_us(conn).await + 10_000_000 + rng.below(period_us.min(1 << 40));
+    // The reference: what the server holds, and when it expires.
+    let mut held: Option<(Vec<u8>, Option<u64>)> = None;
+    let mut last: Option<Decision> = None;
+    let mut log = vec![format!("{limit:?}, key {key}")];
+    let steps = rng.between(1, 24);
+    for _ in 0..steps {
+        let step = match rng.below(10) {
+            0 | 1 => 0,
+            2 => rng.between(1, 1000),
+            3 => rng.below(period_us),
+            4 => period_us - now % period_us + rng.below(3) - 1,
+            5 => match &held {
+                Some((_, Some(at))) => {
+                    (at * 1000 + rng.pick(&[0, 1, 999, 1000, 1001])).saturating_sub(now)
+                }
+                _ => rng.below(1000),
+            },
+            6 => rng.below(3 * period_us),
+            7 => rng.below(50 * period_us.min(1_000_000)),
+            _ => match last {
+                Some(d) if d.retry_after_ms > 0 && rng.chance(70) => d.retry_after_ms as u64 * 1000,
+                Some(d) => d.reset_after_ms * 1000,
+                None => rng.below(period_us),
+            },
+        };
+        // Never beyond 2^53 µs, whatever the steps: leave headroom for the rest of the sequence.
+        now += step.min((MAX_NOW_US - now) / 32);
+        if let Some((_, Some(at))) = held {
+            if now / 1000 > at {
+                redis::cmd("DEL").arg(key).exec_async(conn).await.unwrap();
+                held = None;
+                counts.expired += 1;
+            }
+        }
+        let state = held
+            .as_ref()
+            .map(|(value, at)| State::decode(value, *at).expect("a valid state"));
+        match rng.below(100) {
+            0..=3 => {
+                let existed = backend.reset(conn, key).await.unwrap();
+                log.push(format!("@{now} RESET -> {existed}"));
+                assert_eq!(existed, held.is_some(), "{}", log.join("\n"));
+                held = None;
+                counts.resets += 1;
+            }
+            4..=11 => {
+                let (value, at) = random_state(rng, &limit, now, state.as_ref());
+                let mut set = redis::cmd("SET");
+                set.arg(key).arg(&value);
+                if let Some(at) = at {
+                    set.arg("PXAT").arg(at);
+                }
+                set.exec_async(conn).await.unwrap();
+                log.push(format!("@{now} SET {value} PXAT {at:?}"));
+                held = Some((value.into_bytes(), at));
+                counts.injected += 1;
+            }
+            _ => {
+                let capacity = limit.capacity();
+                let cost = random_cost(rng, capacity, last.map_or(capacity, |d| d.remaining));
+                let dry_run = rng.chance(15);
+                let (expected, update) = decide(&limit, state.as_ref(), now, cost).unwrap();
+                let forced = rng.chance(30);
+                let actual = if forced {
+                    counts.forced_exact += 1;
+                    let reply: Vec<i64> = exact_path
+                        .key(key)
+                        .arg(limit.algorithm().name())
+                        .arg(limit.limit())
+                        .arg(limit.period_ms())
+                        .arg(limit.burst())
+                        .arg(cost)
+                        .arg(u8::from(dry_run))
+                        .arg(now)
+                        .arg(1)
+                        .invoke_async(conn)
+                        .await
+                        .unwrap();
+                    Decision {
+                        allowed: reply[0] == 1,
+                        limit: reply[1] as u64,
+                        remaining: reply[2] as u64,
+                        reset_after_ms: reply[3] as u64,
+                        retry_after_ms: reply[4],
+                    }
+                } else {
+                    backend
+                        .check_at(conn, key, &limit, cost, dry_run, now)
+                        .await
+                        .unwrap()
+                };
+                log.push(format!(
+                    "@{now} CHECK cost {cost} dry {dry_run} exact-path {forced} -> {actual:?}"
+                ));
+                assert_eq!(actual, expected, "{}", log.join("\n"));
+                counts.checks += 1;
+                if expected.allowed {
+                    counts.allowed += 1;
+                } else {
+                    counts.denied += 1;
+                }
+                if let (Some(update), false) = (update, dry_run) {
+                    held = Some((
+                        update.state.encode().as_bytes().to_vec(),
+                        Some(update.expire_at_ms),
+                    ));
+                }
+                last = Some(expected);
+            }
+        }
+        let (value, at) = stored(conn, key).await;
+        let expected = match &held {
+            None => (None, -2),
+            Some((value, at)) => (Some(value.clone()), at.map_or(-1, |at| at as i64)),
+        };
+        assert_eq!((value, at), expected, "stored state\n{}", log.join("\n"));
+    }
+    counts.sequences += 1;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn script_matches_core_exactly() {
+    let server = Server::start(false);
+    let seed = seed();
+    println!("RATELIMIT_SEED={seed}");
+    let interesting = interesting_limits();
+    let workers = 16;
+    // RATELIMIT_SCRIPT_SEQUENCES scales the run up for a longer soak.
+    let sequences_per_worker: u64 = std::env::var("RATELIMIT_SCRIPT_SEQUENCES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(160);
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let mut conn = server.connect().await;
+        let interesting = interesting.clone();
+        tasks.push(tokio::spawn(async move {
+            let backend = ScriptBackend::new();
+            let exact_path = exact_path_script();
+            let mut rng = Rng(seed ^ (worker * 0x1234_5678_9abc_def1));
+            let mut counts = Counts::default();
+            for sequence in 0..sequences_per_worker {
+                // Every interesting configuration at least once, then random ones.
+                let index = (worker * sequences_per_worker + sequence) as usize;
+                let limit = match interesting.get(index) {
+                    Some(limit) => *limit,
+                    None => random_limit(&mut rng, &interesting),
+                };
+                let key = format!("exact:{worker}:{sequence}");
+                exact_sequence(
+                    &mut conn,
+                    &backend,
+                    &exact_path,
+                    &mut rng,
+                    limit,
+                    &key,
+                    &mut counts,
+                )
+                .await;
+            }
+            counts
+        }));
+    }
+    let mut total = Counts::default();
+    for task in tasks {
+        match task.await {
+            Ok(counts) => total.add(&counts),
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+    println!(
+        "{} sequences, {} checks ({} allowed, {} denied, {} on the forced bignum path), \
+         {} resets, {} injected states, {} simulated expiries",
+        total.sequences,
+        total.checks,
+        total.allowed,
+        total.denied,
+        total.forced_exact,
+        total.resets,
+        total.injected,
+        total.expired
+    );
+    assert!(total.checks > 20_000 && total.allowed > 5000 && total.denied > 5000);
+}
+
+// Module and script on the real clock -----------------------------------------------------------
+
+/// Configurations where a few milliseconds between the module's and the script's instants cannot
+/// change a decision: FIXED windows open at each key's first request, SLIDING's previous window is
+/// empty or decays by less than one unit per hour, and GCRA gets back one unit per hour or more.
+fn real_clock_limits() -> Vec<Limit> {
+    use Algorithm::*;
+    vec![
+        limit(Fixed, 20, HOUR_MS, None),
+        limit(Fixed, MAX_COUNT, HOUR_MS, None),
+        limit(Sliding, 10, DAY_MS, None),
+        limit(Sliding, 1_000_000, MAX_PERIOD_MS, None),
+        limit(Gcra, 10, MAX_PERIOD_MS, None),
+        limit(Gcra, 20, DAY_MS, Some(5)),
+        limit(Gcra, 7, MAX_PERIOD_MS, Some(MAX_COUNT)),
+        limit(Gcra, 1_000_000, MAX_PERIOD_MS, Some(300)),
+    ]
+}
+
+#[tokio::test]
+async fn module_and_script_agree_on_the_real_clock() {
+    let server = Server::start(true);
+    let mut conn = server.connect().await;
+    let backend = ScriptBackend::new();
+    let seed = seed();
+    println!("RATELIMIT_SEED={seed}");
+    let mut rng = Rng(seed);
+    let mut compared = 0;
+    for (index, limit) in real_clock_limits().iter().enumerate() {
+        let (module_key, script_key) = (format!("module:{index}"), format!("script:{index}"));
+        let mut remaining = limit.capacity();
+        for step in 0..80 {
+            let context = format!("{limit:?}, step {step}");
+            if rng.chance(5) {
+                let module: i64 = redis::cmd("RATELIMIT.RESET")
+                    .arg(&module_key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let script = backend.reset(&mut conn, &script_key).await.unwrap();
+                assert_eq!(module == 1, script, "{context}");
+                remaining = limit.capacity();
+                continue;
+            }
+            let cost = random_cost(&mut rng, limit.capacity(), remaining);
+            let dry_run = rng.chance(20);
+            let module = module_check(&mut conn, &module_key, limit, cost, dry_run)
+                .await
+                .unwrap();
+            let script = backend
+                .check(&mut conn, &script_key, limit, cost, dry_run)
+                .await
+                .unwrap();
+            let context = format!("{context}, cost {cost}: {module:?} vs {script:?}");
+            assert_eq!(
+                (module.allowed, module.limit, module.remaining),
+                (script.allowed, script.limit, script.remaining),
+                "{context}"
+            );
+            let close = |a: u64, b: u64| a.abs_diff(b) <= 100;
+            assert!(
+                close(module.reset_after_ms, script.reset_after_ms),
+                "{context}"
+            );
+            assert!(
+                (module.retry_after_ms < 0) == (script.retry_after_ms < 0)
+                    && close(
+                        module.retry_after_ms.max(0) as u64,
+                        script.retry_after_ms.max(0) as u64
+                    ),
+                "{context}"
+            );
+            if module.allowed && !dry_run {
+                remaining = module.remaining;
+            }
+            compared += 1;
+        }
+    }
+    println!("{compared} requests compared");
+}
+
+// Handover ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn handover_keeps_state() {
+    let server = Server::start(true);
+    let mut conn = server.connect().await;
+    let backend = ScriptBackend::new();
+    use Algorithm::*;
+    let limits = [
+        limit(Fixed, 10, HOUR_MS, None),
+        limit(Fixed, MAX_COUNT, MAX_PERIOD_MS, None),
+        limit(Sliding, 10, MAX_PERIOD_MS, None),
+        limit(Sliding, MAX_COUNT, MAX_PERIOD_MS, None),
+        limit(Gcra, 10, MAX_PERIOD_MS, None),
+        limit(Gcra, 7, MAX_PERIOD_MS, Some(MAX_COUNT)),
+        limit(Gcra, 100, MAX_PERIOD_MS, Some(100)),
+    ];
+    for (index, limit) in limits.iter().enumerate() {
+        let key = format!("handover:{index}");
+        let capacity = limit.capacity();
+        let unit = (capacity / 10).max(1);
+        let mut expected = capacity;
+        let mut first_expiry = None;
+        // Alternate: module, script, module, ... with different costs and a dry run each side.
+        for step in 0..8u64 {
+            let by_module = step % 2 == 0;
+            let cost = unit * (step % 3);
+            let dry_run = step % 4 == 3;
+            let decision = if by_module {
+                module_check(&mut conn, &key, limit, cost, dry_run).await
+            } else {
+                backend.check(&mut conn, &key, limit, cost, dry_run).await
+            }
+            .unwrap();
+            let context = format!("{limit:?}, step {step}, module {by_module}: {decision:?}");
+            assert!(decision.allowed, "{context}");
+            // With GCRA's lowered K, the first stored arrival time is rounded up to a whole unit,
+            // which the next reader sees as one unit less (toward denial).
+            let slack = u64::from(limit.burst() == MAX_COUNT && limit.limit() == 7);
+            assert!(
+                decision.remaining <= expected - cost
+                    && decision.remaining + slack >= expected - cost,
+                "{context}, expected {}",
+                expected - cost
+            );
+            if !dry_run {
+                expected = decision.remaining;
+            }
+            let (value, at) = stored(&mut conn, &key).await;
+            if let Some(value) = value {
+                let state = State::decode(&value, u64::try_from(at).ok()).unwrap();
+                assert_eq!(state.algorithm(), limit.algorithm(), "{context}");
+                // A FIXED window is never extended, whoever writes.
+                if limit.algorithm() == Fixed {
+                    assert_eq!(*first_expiry.get_or_insert(at), at, "{context}");
+                }
+            }
+        }
+        // Each side resets a key the other wrote.
+        let script_reset = backend.reset(&mut conn, &key).await.unwrap();
+        assert!(script_reset, "{limit:?}");
+        backend
+            .check(&mut conn, &key, limit, unit, false)
+            .await
+            .unwrap();
+        let module_reset: i64 = redis::cmd("RATELIMIT.RESET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(module_reset, 1, "{limit:?}");
+    }
+}
+
+// Errors -----------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn errors_match_the_module() {
+    let server = Server::start(true);
+    let mut conn = server.connect().await;
+    let backend = ScriptBackend::new();
+    let limits = [
+        limit(Algorithm::Fixed, 10, HOUR_MS, None),
+        limit(Algorithm::Sliding, 10, HOUR_MS, None),
+        limit(Algorithm::Gcra, 10, HOUR_MS, None),
+    ];
+
+    // Compares the module's and the script's errors for every algorithm on `key`, and checks
+    // that neither wrote anything.
+    async fn same_errors(
+        conn: &mut MultiplexedConnection,
+        backend: &ScriptBackend,
+        key: &str,
+        limits: &[Limit],
+        skip: Option<Algorithm>,
+    ) -> usize {
+        let before: (String, Option<Vec<u8>>, i64) = redis::pipe()
+            .cmd("TYPE")
+            .arg(key)
+            .cmd("DUMP")
+            .arg(key)
+            .cmd("PEXPIRETIME")
+            .arg(key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        let mut compared = 0;
+        for limit in limits.iter().filter(|l| Some(l.algorithm()) != skip) {
+            for (cost, dry_run) in [(1, false), (0, false), (1, true)] {
+                let module = module_check(conn, key, limit, cost, dry_run)
+                    .await
+                    .expect_err("the module must refuse");
+                let script = backend
+                    .check(conn, key, limit, cost, dry_run)
+                    .await
+                    .expect_err("the script must refuse");
+                assert_eq!(error_text(&module), error_text(&script), "{key} {limit:?}");
+                compared += 1;
+            }
+        }
+        if skip.is_none() {
+            let module = redis::cmd("RATELIMIT.RESET")
+                .arg(key)
+                .query_async::<i64>(conn)
+                .await
+                .expect_err("the module must refuse");
+            let script = backend
+                .reset(conn, key)
+                .await
+                .expect_err("the script must refuse");
+            assert_eq!(error_text(&module), error_text(&script), "{key} RESET");
+            compared += 1;
+        }
+        let after: (String, Option<Vec<u8>>, i64) = redis::pipe()
+            .cmd("TYPE")
+            .arg(key)
+            .cmd("DUMP")
+            .arg(key)
+            .cmd("PEXPIRETIME")
+            .arg(key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        assert_eq!(before, after, "{key} was modified");
+        compared
+    }
+
+    let mut compared = 0;
+    // Another algorithm's state, written by the module.
+    for owner in &limits {
+        let key = format!("owner:{}", owner.algorithm());
+        module_check(&mut conn, &key, owner, 3, false)
+            .await
+            .unwrap();
+        compared += same_errors(&mut conn, &backend, &key, &limits, Some(owner.algorithm())).await;
+    }
+    let message = backend
+        .check(&mut conn, "owner:SLIDING", &limits[2], 1, false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_text(&message).1.as_deref(),
+        Some("the key holds a SLIDING limiter, not GCRA")
+    );
+    // Strings that are no limiter state.
+    for value in [
+        "hello",
+        "",
+        "1.5",
+        " 1",
+        "+1",
+        "-",
+        "-0",
+        "-00",
+        "1e3",
+        "0x10",
+        "9223372036854775808",
+        "000000000000000000001",
+        "-4611686018427387905",
+        "-9223372036854775808",
+        "s:",
+        "s:1:2",
+        "s:1:2:3:4",
+        "s:1:-2:3",
+        "s:1::3",
+        "s:18446744073709551616:0:0",
+        "s:1:2:3 ",
+        "S:1:2:3",
+        "\u{0}",
+    ] {
+        let key = format!("junk:{value}");
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .arg("PX")
+            .arg(HOUR_MS)
+            .exec_async(&mut conn)
+            .await
+            .unwrap();
+        compared += same_errors(&mut conn, &backend, &key, &limits, None).await;
+        let error = backend.reset(&mut conn, &key).await.unwrap_err();
+        assert_eq!(
+            error_text(&error),
+            (
+                Some("ERR".to_owned()),
+                Some("the key holds a value that is not a rate limiter state".to_owned())
+            ),
+            "{value:?}"
+        );
+    }
+    // Other types.
+    for (command, args) in [
+        ("LPUSH", &["x"][..]),
+        ("HSET", &["f", "v"][..]),
+        ("SADD", &["m"][..]),
+        ("ZADD", &["1", "m"][..]),
+    ] {
+        let key = format!("type:{command}");
+        redis::cmd(command)
+            .arg(&key)
+            .arg(args)
+            .exec_async(&mut conn)
+            .await
+            .unwrap();
+        compared += same_errors(&mut conn, &backend, &key, &limits, None).await;
+        let error = backend.reset(&mut conn, &key).await.unwrap_err();
+        assert_eq!(error.code(), Some("WRONGTYPE"));
+    }
+    // Absent keys: both answer 0 to RESET.
+    assert!(!backend.reset(&mut conn, "absent").await.unwrap());
+    println!("{compared} error replies compared");
+}
