@@ -66,6 +66,7 @@ if found == 'FIXED' or found == 'GCRA' then
     if relative_ttl < 0 then
       relative_ttl = nil
     end
+    expiry_window_us = 1001001
   elseif at >= 0 then
     expire_at = at
   end
@@ -74,19 +75,21 @@ end
 -- The module reads the clock with RedisModule_CachedMicroseconds where the server has it
 -- (Redis 7.2+ and Valkey) and in whole milliseconds before; the script does the same, so that
 -- both see the same instants and a key can pass from one to the other within a millisecond.
+local time = redis.call('TIME')
+local server_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local now_us
 if clock and clock ~= '' then
   now_us = tonumber(clock)
 else
-  local time = redis.call('TIME')
-  now_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  now_us = server_us
   local version = redis.REDIS_VERSION_NUM
   if not version or version < 0x070200 then
     now_us = now_us - now_us % 1000
   end
 end
+-- PTTL counts from the server's own clock, even when a test clock decides.
 if relative_ttl then
-  expire_at = floor(now_us / 1000) + relative_ttl
+  expire_at = floor(server_us / 1000) + relative_ttl
 end
 
 local decision, new_value, expire_at_ms

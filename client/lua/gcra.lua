@@ -51,7 +51,7 @@ local function gcra_fast(capacity, k, c, tat_plus_one, expire_at, now_us, cost)
           return nil
         end
       end
-      if not (t <= latest and t > latest - 1001 * c) then
+      if not (t <= latest and t > latest - expiry_window_us * c) then
         t = latest
       end
     end
@@ -137,7 +137,7 @@ local function gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us
       else
         latest = s_add({ n = until_us.n, m = bn_mul(until_us.m, per_us) }, positive(now))
       end
-      local low = s_add(latest, negative(bn_mul(bn(1001), per_us)))
+      local low = s_add(latest, negative(bn_mul(bn(expiry_window_us), per_us)))
       if not (s_cmp(t, latest) <= 0 and s_cmp(t, low) > 0) then
         t = latest
       end
@@ -208,7 +208,7 @@ local function gcra(limit, period_ms, capacity, tat_plus_one, expire_at, now_us,
     -- One microsecond is limit / g whole units: now has no fractional part.
     local c = limit / g
     local spend = cost < capacity and cost or capacity
-    local bound = (capacity + spend) * k + 1001 * c + 1
+    local bound = (capacity + spend) * k + expiry_window_us * c + 1
     if bound < TWO52 and now_us + bound < TWO53
       and (not expire_at or expire_at >= MAX_TIME_MS or expire_at < 9007199254740) then
       local decision, value, expire_ms =

@@ -21,6 +21,12 @@ local FAR = 1152921504606846976
 -- ratelimit_core::MAX_TIME_MS, the longest time any reply or expiry reports.
 local MAX_TIME_MS = 9007199254740991
 
+-- How far before the key's expiry a GCRA arrival time may lie and still be trusted, in
+-- microseconds (gcra.rs's stored_tat): the expiry is the arrival time rounded up to the
+-- microsecond, then to the millisecond. check.lua widens it by a second where the expiry can only
+-- be read through PTTL (Redis 6.2), which is a few milliseconds late under load.
+local expiry_window_us = 1001
+
 local I64_MAX = '9223372036854775807'
 local U64_MAX = '18446744073709551615'
 local TWO62_DECIMAL = '4611686018427387904'
