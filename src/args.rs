@@ -48,18 +48,26 @@ pub struct Request<'a> {
     pub dry_run: bool,
 }
 
-/// Parses `RATELIMIT.CHECK key limit period [ALGORITHM a] [BURST n] [COST n] [DRYRUN]`.
+/// Parses `RATELIMIT.CHECK key limit period [ALGORITHM a] [BURST n] [COST n] [DRYRUN]`, with
+/// `default_algorithm` when there is no `ALGORITHM` (so `BURST` alone is valid when it is GCRA).
 ///
 /// Fails with the first invalid argument, in the order described in the module documentation.
-pub fn parse_check<A: Deref<Target = [u8]>>(args: &[A]) -> Result<Request<'_>, Error> {
-    parse_request(Command::Check, args)
+pub fn parse_check<A: Deref<Target = [u8]>>(
+    args: &[A],
+    default_algorithm: Algorithm,
+) -> Result<Request<'_>, Error> {
+    parse_request(Command::Check, args, default_algorithm)
 }
 
-/// Parses `RATELIMIT.QUOTA key limit period [ALGORITHM a] [BURST n]`: a dry run of cost 1.
+/// Parses `RATELIMIT.QUOTA key limit period [ALGORITHM a] [BURST n]`: a dry run of cost 1, with
+/// `default_algorithm` when there is no `ALGORITHM`.
 ///
 /// Fails like [`parse_check`], and also on `COST` or `DRYRUN`, which QUOTA does not accept.
-pub fn parse_quota<A: Deref<Target = [u8]>>(args: &[A]) -> Result<Request<'_>, Error> {
-    parse_request(Command::Quota, args)
+pub fn parse_quota<A: Deref<Target = [u8]>>(
+    args: &[A],
+    default_algorithm: Algorithm,
+) -> Result<Request<'_>, Error> {
+    parse_request(Command::Quota, args, default_algorithm)
 }
 
 /// Parses `RATELIMIT.RESET key` and returns the key. Fails unless there is exactly one argument.
@@ -110,6 +118,7 @@ impl Keyword {
 fn parse_request<A: Deref<Target = [u8]>>(
     command: Command,
     args: &[A],
+    default_algorithm: Algorithm,
 ) -> Result<Request<'_>, Error> {
     let [_, key, limit_text, period_text, options @ ..] = args else {
         return Err(Error::WrongArity(command));
@@ -118,7 +127,7 @@ fn parse_request<A: Deref<Target = [u8]>>(
         .ok_or_else(|| Error::InvalidLimit(Echo::new(limit_text)))?;
     let period = parse_period(period_text)?;
 
-    let mut algorithm = Algorithm::Fixed;
+    let mut algorithm = default_algorithm;
     let mut burst = None;
     let mut burst_text: &[u8] = b"";
     let mut cost = 1;

@@ -6,11 +6,11 @@ fn words(line: &str) -> Vec<&[u8]> {
 }
 
 fn check(line: &str) -> Result<Request<'_>, Error> {
-    parse_check(&words(line)).map(|r| Request { key: b"k", ..r })
+    parse_check(&words(line), Algorithm::Fixed).map(|r| Request { key: b"k", ..r })
 }
 
 fn quota(line: &str) -> Result<Request<'_>, Error> {
-    parse_quota(&words(line)).map(|r| Request { key: b"k", ..r })
+    parse_quota(&words(line), Algorithm::Fixed).map(|r| Request { key: b"k", ..r })
 }
 
 fn request(
@@ -126,7 +126,10 @@ fn quota_is_a_dry_run_of_cost_one() {
 #[test]
 fn keeps_the_key_as_given() {
     let args: [&[u8]; 4] = [b"RATELIMIT.CHECK", b"\x00key\r\n\xff", b"1", b"1"];
-    assert_eq!(parse_check(&args).unwrap().key, b"\x00key\r\n\xff");
+    assert_eq!(
+        parse_check(&args, Algorithm::Fixed).unwrap().key,
+        b"\x00key\r\n\xff"
+    );
     let owned: Vec<Vec<u8>> = vec![b"RATELIMIT.RESET".to_vec(), Vec::new()];
     assert_eq!(parse_reset(&owned), Ok(&b""[..]));
 }
@@ -354,7 +357,12 @@ fn reset_takes_exactly_a_key() {
 fn empty_and_binary_arguments() {
     let arity = "ERR wrong number of arguments for 'ratelimit.check' command";
     let none: [&[u8]; 0] = [];
-    assert_eq!(parse_check(&none).unwrap_err().to_string(), arity);
+    assert_eq!(
+        parse_check(&none, Algorithm::Fixed)
+            .unwrap_err()
+            .to_string(),
+        arity
+    );
     let cases: &[(&[&[u8]], &str)] = &[
         (
             &[b"C", b"", b"", b"1"],
@@ -379,12 +387,17 @@ fn empty_and_binary_arguments() {
         ),
     ];
     for (args, expected) in cases {
-        assert_eq!(parse_check(args).unwrap_err().to_string(), *expected);
+        assert_eq!(
+            parse_check(args, Algorithm::Fixed).unwrap_err().to_string(),
+            *expected
+        );
     }
     let long = vec![b'z'; 1000];
     let args: [&[u8]; 5] = [b"C", b"k", b"1", b"1", &long];
     assert_eq!(
-        parse_check(&args).unwrap_err().to_string(),
+        parse_check(&args, Algorithm::Fixed)
+            .unwrap_err()
+            .to_string(),
         format!("ERR unknown option '{}...'", "z".repeat(64))
     );
 }
@@ -566,7 +579,11 @@ fn fuzz_never_panics_and_respects_the_contract() {
         let seed = rng.0;
         let args = random_vector(&mut rng);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            (parse_check(&args), parse_quota(&args), parse_reset(&args))
+            (
+                parse_check(&args, Algorithm::Fixed),
+                parse_quota(&args, Algorithm::Fixed),
+                parse_reset(&args),
+            )
         }));
         let Ok((check, quota, reset)) = outcome else {
             panic!("round {round} (seed {seed:#x}) panicked on {args:?}");
@@ -604,4 +621,46 @@ fn fuzz_never_panics_and_respects_the_contract() {
     // Both paths must be exercised for the test to mean anything.
     assert!(accepted > 10_000, "only {accepted} accepted");
     assert!(rejected > 10_000, "only {rejected} rejected");
+}
+
+#[test]
+fn the_default_algorithm_applies_without_algorithm() {
+    use Algorithm::*;
+    let parse = |line: &str, default: Algorithm| {
+        parse_check(&words(line), default).map(|r| Request { key: b"k", ..r })
+    };
+    assert_eq!(parse("C k 3 10s", Gcra), Ok(request(Gcra, 3, 10_000, None)));
+    assert_eq!(
+        parse("C k 3 10s", Sliding),
+        Ok(request(Sliding, 3, 10_000, None))
+    );
+    assert_eq!(
+        parse("C k 10 1s BURST 3", Gcra),
+        Ok(request(Gcra, 10, 1_000, Some(3)))
+    );
+    assert_eq!(
+        parse("C k 10 1s BURST 3", Fixed).unwrap_err(),
+        Error::BurstWithoutGcra
+    );
+    assert_eq!(
+        parse("C k 10 1s BURST 3", Sliding).unwrap_err(),
+        Error::BurstWithoutGcra
+    );
+    // An explicit ALGORITHM wins over the default, in both directions.
+    assert_eq!(
+        parse("C k 3 10s ALGORITHM FIXED", Gcra),
+        Ok(request(Fixed, 3, 10_000, None))
+    );
+    assert_eq!(
+        parse("C k 10 1s ALGORITHM fixed BURST 3", Gcra).unwrap_err(),
+        Error::BurstWithoutGcra
+    );
+    assert_eq!(
+        parse("C k 10 1s BURST 3 ALGORITHM GCRA", Fixed),
+        Ok(request(Gcra, 10, 1_000, Some(3)))
+    );
+    let line = words("Q k 10 1s BURST 3");
+    let quota = parse_quota(&line, Gcra).unwrap();
+    assert_eq!(quota.limit.algorithm(), Gcra);
+    assert!(quota.dry_run);
 }

@@ -4,6 +4,7 @@ use super::{guarded, reply_decision};
 use crate::args::{self, Command, Request};
 use crate::error::Error;
 use crate::store::{self, Access, Key};
+use crate::{config, stats};
 use ratelimit_core::Decision;
 use redis_module::{Context, RedisResult, RedisString};
 
@@ -12,8 +13,9 @@ use redis_module::{Context, RedisResult, RedisString};
 /// Replies `[allowed, limit, remaining, reset_after_ms, retry_after_ms]`, or an error.
 pub(crate) fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
     guarded(ctx, Command::Check, || {
-        let request = args::parse_check(args)?;
+        let request = args::parse_check(args, config::default_algorithm())?;
         let decision = decide(ctx, Command::Check, &args[1], &request, Access::Write)?;
+        stats::record_check(request.limit.algorithm(), request.dry_run, decision.allowed);
         reply_decision(ctx, &decision);
         Ok(())
     })

@@ -10,7 +10,7 @@ pub(crate) mod reset;
 
 use crate::args::Command;
 use crate::error::Error;
-use crate::log;
+use crate::{log, stats};
 use ratelimit_core::Decision;
 use redis_module::{raw, Context, RedisResult, RedisValue};
 use std::ffi::CString;
@@ -18,7 +18,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Runs `body`, which replies on success, and replies the error it returns. A panic in `body` is
 /// caught, logged at warning level and answered with the internal error, so a bug never takes the
-/// server down.
+/// server down. Every error reply, the internal one included, is counted here in the statistics;
+/// `body` counts its successes.
 ///
 /// `body` must reply only as its last step: a panic caught after a reply has started would leave
 /// a broken reply.
@@ -46,8 +47,9 @@ pub(crate) fn guarded(
     Ok(RedisValue::NoReply)
 }
 
-/// Replies the error's message, which already starts with its code.
+/// Replies the error's message, which already starts with its code, and counts it.
 fn reply_error(ctx: &Context, error: &Error) {
+    stats::record_error();
     // The message is printable ASCII (see `Echo`), so it has no NUL; the fallback is for safety.
     let message =
         CString::new(error.to_string()).unwrap_or_else(|_| c"ERR internal error".to_owned());

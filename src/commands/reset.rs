@@ -2,6 +2,7 @@
 
 use super::{guarded, reply_integer};
 use crate::args::{self, Command};
+use crate::stats;
 use crate::store::{Access, Key};
 use redis_module::{Context, RedisResult, RedisString};
 
@@ -12,6 +13,7 @@ pub(crate) fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
     guarded(ctx, Command::Reset, || {
         args::parse_reset(args)?;
         let deleted = Key::open(ctx, Command::Reset, &args[1], Access::Write).delete_state()?;
+        stats::record_reset();
         reply_integer(ctx, i64::from(deleted));
         Ok(())
     })
