@@ -9,6 +9,7 @@
 //! version, so the same suite runs against Redis 6.2, Redis 7 and Valkey.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod resp;
 pub mod server;
 
@@ -21,7 +22,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Sends one command and returns its reply, errors included as `Value::ServerError`.
 /// Panics only when the connection itself fails (e.g. the server crashed).
-pub fn call<A: redis::ToRedisArgs>(con: &mut redis::Connection, args: &[A]) -> Value {
+pub fn call<C: redis::ConnectionLike, A: redis::ToRedisArgs>(con: &mut C, args: &[A]) -> Value {
     let mut command = redis::Cmd::new();
     for arg in args {
         command.arg(arg);
@@ -120,16 +121,20 @@ pub fn decision(value: &Value) -> Decision {
 }
 
 /// `RATELIMIT.CHECK args...`, which must succeed.
-pub fn check<S: AsRef<str>>(con: &mut redis::Connection, args: &[S]) -> Decision {
+pub fn check<C: redis::ConnectionLike, S: AsRef<str>>(con: &mut C, args: &[S]) -> Decision {
     run_decision(con, "RATELIMIT.CHECK", args)
 }
 
 /// `RATELIMIT.QUOTA args...`, which must succeed.
-pub fn quota<S: AsRef<str>>(con: &mut redis::Connection, args: &[S]) -> Decision {
+pub fn quota<C: redis::ConnectionLike, S: AsRef<str>>(con: &mut C, args: &[S]) -> Decision {
     run_decision(con, "RATELIMIT.QUOTA", args)
 }
 
-fn run_decision<S: AsRef<str>>(con: &mut redis::Connection, name: &str, args: &[S]) -> Decision {
+fn run_decision<C: redis::ConnectionLike, S: AsRef<str>>(
+    con: &mut C,
+    name: &str,
+    args: &[S],
+) -> Decision {
     let mut full = vec![name];
     full.extend(args.iter().map(|a| a.as_ref()));
     let reply = call(con, &full);
@@ -163,6 +168,24 @@ pub fn has_command(con: &mut redis::Connection, command: &str) -> bool {
             .is_some_and(|item| !matches!(item, Value::Nil)),
         _ => false,
     }
+}
+
+/// One `field:value` line of an INFO-style reply (`INFO replication`, `CLUSTER INFO`): the
+/// value, or `None` when the field is absent.
+pub fn info_value(con: &mut redis::Connection, command: &[&str], field: &str) -> Option<String> {
+    let text: String = match call(con, command) {
+        Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("{} answered {other:?}", command.join(" ")),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+/// The server's replication role: `master` or `slave`.
+pub fn role(con: &mut redis::Connection) -> String {
+    info_value(con, &["INFO", "replication"], "role").expect("role in INFO replication")
 }
 
 /// The server's clock, in milliseconds since the epoch.
@@ -342,4 +365,47 @@ pub fn assert_between(value: i64, low: i64, high: i64, what: &str) {
         (low..=high).contains(&value),
         "{what}: {value} is not within {low}..={high}"
     );
+}
+
+/// Every `field:value` line of `INFO <section>` (or `INFO` with several words, e.g.
+/// `["everything"]`), in a map. Section headers and blank lines are left out.
+pub fn info_fields(
+    con: &mut redis::Connection,
+    sections: &[&str],
+) -> std::collections::BTreeMap<String, String> {
+    let mut command = vec!["INFO"];
+    command.extend_from_slice(sections);
+    let text: String = match call(con, &command) {
+        Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("{} answered {other:?}", command.join(" ")),
+    };
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once(':'))
+        .map(|(field, value)| (field.trim().to_string(), value.trim().to_string()))
+        .collect()
+}
+
+/// Starts a server whose `loadmodule` line carries `module_args` (e.g.
+/// `&["default-algorithm", "gcra"]`), with the extra server options `extra` after them. The
+/// harness puts its extra options right after `--loadmodule <module>`, and the server reads the
+/// words up to the next `--option` as the module's arguments; callers check the effect, so a
+/// change in that order fails their tests instead of passing them.
+pub fn start_with_module_args(module_args: &[&str], extra: &[&str]) -> Server {
+    assert!(
+        module_args.iter().all(|a| !a.starts_with("--")),
+        "module arguments cannot start with --: {module_args:?}"
+    );
+    let mut all = module_args.to_vec();
+    all.extend_from_slice(extra);
+    Server::start_with(&all)
+}
+
+/// Prints `message` on stderr even while the test harness captures output (`eprintln!` is
+/// captured; a write to the stderr handle is not), so that a test that skips part of itself on
+/// this server says so in every run.
+pub fn note(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "note: {message}");
 }

@@ -104,10 +104,12 @@ impl Server {
             root,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
+        // A cluster node also listens on its bus port, `port + 10000`: both must be free.
+        let cluster_bus = server.has_option("--cluster-enabled");
         // Another process may take the port between our probe and the server's bind: retry.
         let mut last_error = String::new();
         for _ in 0..5 {
-            server.port = free_port();
+            server.port = free_port(cluster_bus);
             match server.spawn(&module) {
                 Ok(()) => return server,
                 Err(error) if error.contains("Address already in use") => last_error = error,
@@ -174,8 +176,13 @@ impl Server {
         }
     }
 
+    /// Whether `name` (e.g. `--cluster-enabled`) is among the options given at start.
+    fn has_option(&self, name: &str) -> bool {
+        self.extra.iter().any(|a| a.eq_ignore_ascii_case(name))
+    }
+
     fn spawn(&mut self, module: &Path) -> Result<(), String> {
-        let has = |name: &str| self.extra.iter().any(|a| a.eq_ignore_ascii_case(name));
+        let has = |name: &str| self.has_option(name);
         let mut command = Command::new(server_binary());
         command.arg("--port").arg(self.port.to_string());
         command.args(["--bind", "127.0.0.1"]);
@@ -187,6 +194,11 @@ impl Server {
         }
         command.arg("--dir").arg(self.data_dir());
         command.arg("--logfile").arg(self.root.join("server.log"));
+        if has("--cluster-enabled") && !has("--cluster-config-file") {
+            command
+                .arg("--cluster-config-file")
+                .arg(self.root.join("nodes.conf"));
+        }
         command.arg("--loadmodule").arg(module);
         command.args(&self.extra);
         let stdio = fs::OpenOptions::new()
@@ -319,9 +331,22 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    listener.local_addr().unwrap().port()
+/// A free loopback port; with `cluster_bus`, one whose bus port `port + 10000` is free too.
+fn free_port(cluster_bus: bool) -> u16 {
+    for _ in 0..1000 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+        let port = listener.local_addr().unwrap().port();
+        if !cluster_bus {
+            return port;
+        }
+        let bus_free = port
+            .checked_add(10000)
+            .is_some_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok());
+        if bus_free {
+            return port;
+        }
+    }
+    panic!("found no free loopback port whose cluster bus port (+10000) is free too");
 }
 
 fn connect(url: &str) -> redis::Connection {
