@@ -78,6 +78,7 @@ impl FromStr for FailurePolicy {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     pub(crate) url: Option<String>,
+    pub(crate) cluster_nodes: Vec<String>,
     pub(crate) prefix: String,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
@@ -92,6 +93,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             url: None,
+            cluster_nodes: Vec::new(),
             prefix: DEFAULT_PREFIX.to_string(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
@@ -104,10 +106,11 @@ impl Default for Config {
 }
 
 impl fmt::Debug for Config {
-    /// Shows the URL with its password masked.
+    /// Shows the URL and the cluster's nodes with their passwords masked.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("url", &self.url.as_deref().map(mask_url))
+            .field("cluster_nodes", &self.masked_cluster_nodes())
             .field("prefix", &self.prefix)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
@@ -126,18 +129,36 @@ impl Config {
         Config::default().url(url)
     }
 
+    /// The defaults with a Redis Cluster: the URLs of some of its nodes (`redis://host:port` or
+    /// `rediss://`), from which the client learns the others. See [`Config::cluster_nodes`].
+    ///
+    /// ```
+    /// use ratelimit_client::Config;
+    ///
+    /// let config = Config::cluster(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]);
+    /// assert_eq!(config.get_cluster_nodes().len(), 2);
+    /// ```
+    pub fn cluster<I, S>(nodes: I) -> Config
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Config::default().cluster_nodes(nodes)
+    }
+
     /// The configuration from the environment, on top of the defaults:
     ///
     /// | variable | meaning | default |
     /// |---|---|---|
     /// | `REDIS_URL` | the server, `redis://` or `rediss://`, with user and password | none: connecting fails with [`Error::NotConfigured`] |
+    /// | `REDIS_CLUSTER_NODES` | instead of `REDIS_URL`, a Redis Cluster: comma-separated node URLs, e.g. `redis://10.0.0.1:7000,redis://10.0.0.2:7000` | none |
     /// | `RATELIMIT_PREFIX` | the prefix of every key | `ratelimit:` |
     /// | `RATELIMIT_CONNECT_TIMEOUT_MS` | the connect timeout, in milliseconds | 250 |
     /// | `RATELIMIT_RESPONSE_TIMEOUT_MS` | the response timeout, in milliseconds | 250 |
     /// | `RATELIMIT_ON_FAILURE` | `local`, `allow` or `deny` | `local` |
     ///
     /// Fails with [`Error::InvalidConfig`] when a variable is set to an invalid value (an empty
-    /// one counts as unset).
+    /// one counts as unset), or when both `REDIS_URL` and `REDIS_CLUSTER_NODES` are set.
     pub fn from_env() -> Result<Config, Error> {
         Config::from_lookup(|name| std::env::var(name).ok())
     }
@@ -149,6 +170,14 @@ impl Config {
             url: get("REDIS_URL"),
             ..Config::default()
         };
+        if let Some(nodes) = get("REDIS_CLUSTER_NODES") {
+            if config.url.is_some() {
+                return Err(Error::InvalidConfig(
+                    "REDIS_URL and REDIS_CLUSTER_NODES are both set: set one".into(),
+                ));
+            }
+            config.cluster_nodes = split_nodes(&nodes);
+        }
         if let Some(prefix) = get("RATELIMIT_PREFIX") {
             config.prefix = prefix;
         }
@@ -177,6 +206,23 @@ impl Config {
     /// Sets the Redis URL.
     pub fn url(mut self, url: impl Into<String>) -> Config {
         self.url = Some(url.into());
+        self
+    }
+
+    /// Sets the seed nodes of a Redis Cluster, and so connects in cluster mode: each request
+    /// goes to the master that owns its key's slot, following the cluster through resharding
+    /// and failovers. A few nodes are enough; the client learns the others from them.
+    ///
+    /// Each is a URL like [`Config::url`]'s, `redis://` or `rediss://` alike for all. The user
+    /// and password of the first node that has some apply to every node. The module must be
+    /// loaded on every node, or on none (the script is used then). Setting both a URL and
+    /// cluster nodes is an error when the store is opened.
+    pub fn cluster_nodes<I, S>(mut self, nodes: I) -> Config
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cluster_nodes = nodes.into_iter().map(Into::into).collect();
         self
     }
 
@@ -235,6 +281,35 @@ impl Config {
         self.url.as_deref().map(mask_url)
     }
 
+    /// The seed nodes of the Redis Cluster; empty when the store connects to one server. They
+    /// hold the password: log [`Config::masked_cluster_nodes`] instead.
+    pub fn get_cluster_nodes(&self) -> &[String] {
+        &self.cluster_nodes
+    }
+
+    /// The seed nodes with their passwords masked, for logs.
+    pub fn masked_cluster_nodes(&self) -> Vec<String> {
+        self.cluster_nodes
+            .iter()
+            .map(|node| mask_url(node))
+            .collect()
+    }
+
+    /// Whether the store connects to a Redis Cluster: cluster nodes are set.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
+
+    /// Where the store connects, with passwords masked, for logs: the URL, or the cluster's
+    /// seed nodes as `cluster redis://a:7000,redis://b:7000`; `None` when nothing is set.
+    pub fn masked_target(&self) -> Option<String> {
+        if self.is_cluster() {
+            Some(format!("cluster {}", self.masked_cluster_nodes().join(",")))
+        } else {
+            self.masked_url()
+        }
+    }
+
     /// The key prefix.
     pub fn get_prefix(&self) -> &str {
         &self.prefix
@@ -245,15 +320,24 @@ impl Config {
         self.on_failure
     }
 
-    /// Checks the values that cannot work.
-    pub(crate) fn validate(&self) -> Result<&str, Error> {
-        let url = self.url.as_deref().ok_or(Error::NotConfigured)?;
+    /// Checks the values that cannot work, and answers where to connect.
+    pub(crate) fn validate(&self) -> Result<Target<'_>, Error> {
+        let target = match (self.url.as_deref(), self.cluster_nodes.as_slice()) {
+            (None, []) => return Err(Error::NotConfigured),
+            (Some(url), []) => Target::Single(url),
+            (None, nodes) => Target::Cluster(nodes),
+            (Some(_), _) => {
+                return Err(Error::InvalidConfig(
+                    "both a URL and cluster nodes are set: set one".into(),
+                ))
+            }
+        };
         if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
             return Err(Error::InvalidConfig(
                 "the connect and response timeouts must be above zero".into(),
             ));
         }
-        Ok(url)
+        Ok(target)
     }
 
     /// The longest a call to Redis may take: a connection, then two commands (the module's
@@ -264,6 +348,24 @@ impl Config {
             .saturating_add(self.response_timeout.saturating_mul(2))
             .saturating_add(Duration::from_millis(50))
     }
+}
+
+/// Where a valid configuration connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target<'a> {
+    /// One server, by its URL.
+    Single(&'a str),
+    /// A Redis Cluster, by its seed nodes (at least one).
+    Cluster(&'a [String]),
+}
+
+/// The node URLs of a comma-separated list, trimmed, without empty entries.
+fn split_nodes(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|node| !node.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 #[cfg(test)]
@@ -302,6 +404,44 @@ mod tests {
         assert_eq!(config.get_on_failure(), FailurePolicy::Deny);
         assert!(!format!("{config:?}").contains("pw"));
         assert_eq!(from(&[("REDIS_URL", "")]).unwrap().get_url(), None);
+    }
+
+    #[test]
+    fn reads_the_cluster_nodes() {
+        let config = from(&[(
+            "REDIS_CLUSTER_NODES",
+            " redis://:pw@a:7000, redis://:pw@b:7001,,",
+        )])
+        .unwrap();
+        assert!(config.is_cluster());
+        assert_eq!(
+            config.get_cluster_nodes(),
+            ["redis://:pw@a:7000", "redis://:pw@b:7001"]
+        );
+        assert_eq!(
+            config.validate().unwrap(),
+            Target::Cluster(config.get_cluster_nodes())
+        );
+        assert_eq!(
+            config.masked_target().unwrap(),
+            "cluster redis://:****@a:7000,redis://:****@b:7001"
+        );
+        assert!(!format!("{config:?}").contains("pw"));
+        assert_eq!(
+            config,
+            Config::cluster(["redis://:pw@a:7000", "redis://:pw@b:7001"])
+        );
+        let both = [
+            ("REDIS_URL", "redis://h"),
+            ("REDIS_CLUSTER_NODES", "redis://a"),
+        ];
+        assert!(from(&both).unwrap_err().is_invalid_config());
+        let both = Config::new("redis://h").cluster_nodes(["redis://a"]);
+        assert!(both.validate().unwrap_err().is_invalid_config());
+        let single = Config::new("redis://h");
+        assert_eq!(single.validate().unwrap(), Target::Single("redis://h"));
+        assert!(!single.is_cluster());
+        assert_eq!(single.masked_target().unwrap(), "redis://h");
     }
 
     #[test]

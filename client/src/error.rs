@@ -12,8 +12,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No Redis URL is configured: `REDIS_URL` is unset and none was given to [`crate::Config`].
-    #[error("no Redis URL is configured: set REDIS_URL or Config::url")]
+    /// No Redis URL is configured: `REDIS_URL` and `REDIS_CLUSTER_NODES` are unset and neither
+    /// a URL nor cluster nodes were given to [`crate::Config`].
+    #[error("no Redis URL is configured: set REDIS_URL (or REDIS_CLUSTER_NODES) or Config::url")]
     NotConfigured,
     /// A configuration value is invalid; the text says which.
     #[error("invalid configuration: {0}")]
@@ -58,6 +59,8 @@ const UNAVAILABLE_CODES: &[&str] = &[
     "MASTERDOWN",
     "CLUSTERDOWN",
     "TRYAGAIN",
+    "MOVED",
+    "ASK",
     "READONLY",
     "OOM",
     "NOAUTH",
@@ -86,14 +89,16 @@ impl Error {
                     || error.is_connection_refusal()
                     || error.is_connection_dropped()
                     || error.kind() == ErrorKind::AuthenticationFailed
+                    || error.kind() == ErrorKind::ClusterConnectionNotFound
             }
             _ => false,
         }
     }
 
     /// The server answered that it cannot serve now: it is loading its data, busy with a
-    /// script, out of memory, read-only, without a master, or wants authentication. The checks
-    /// treat these like [`Error::is_unreachable`] ones.
+    /// script, out of memory, read-only, without a master, or wants authentication; or a Redis
+    /// Cluster is down or still redirecting (`CLUSTERDOWN`, `TRYAGAIN`, `MOVED`, `ASK`) after
+    /// the client's retries. The checks treat these like [`Error::is_unreachable`] ones.
     pub fn is_unavailable(&self) -> bool {
         self.code()
             .is_some_and(|code| UNAVAILABLE_CODES.contains(&code))
@@ -235,6 +240,14 @@ mod tests {
         assert!(local.is_wrong_algorithm() && !local.is_outage());
         assert_eq!(local.to_string(), "the key holds a GCRA limiter, not FIXED");
         assert!(!Error::UnexpectedReply("x".into()).is_outage());
+        let no_node = Error::Redis(
+            (
+                ErrorKind::ClusterConnectionNotFound,
+                "Requested connection not found",
+            )
+                .into(),
+        );
+        assert!(no_node.is_unreachable() && no_node.is_outage());
     }
 
     #[test]
@@ -249,6 +262,8 @@ mod tests {
             "the key holds a value that is not a rate limiter state",
         );
         assert!(not_limiter.is_not_a_limiter() && !not_limiter.is_wrong_algorithm());
+        let moved = server("MOVED", "3999 127.0.0.1:6381");
+        assert!(moved.is_unavailable() && moved.is_outage());
         for code in UNAVAILABLE_CODES {
             let error = server(code, "try later");
             assert!(error.is_unavailable() && error.is_outage(), "{code}");

@@ -14,10 +14,12 @@
 
 mod backend;
 mod clear;
+mod connection;
 mod counters;
 mod policy;
 mod quota;
 
+use connection::Connection;
 use policy::invalid_decision;
 
 pub use quota::Quota;
@@ -28,10 +30,9 @@ use crate::decision::{Backend, Decision};
 use crate::error::Error;
 use crate::limit::Limit;
 use crate::local::LocalLimiter;
-use crate::mask::{mask_key, mask_url};
+use crate::mask::mask_key;
 use crate::script::ScriptBackend;
 use ratelimit_core::MAX_COUNT;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -59,8 +60,10 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    /// One server's connection manager, or a cluster connection.
+    conn: Connection,
     config: Config,
+    /// The URL or the cluster's seed nodes, for logs.
     masked_url: String,
     script: ScriptBackend,
     /// Replaced whole by `clear_all`.
@@ -107,31 +110,23 @@ impl RedisStore {
     /// checks answer from the failure policy until Redis can be reached. Use it when the
     /// application must start whether or not Redis is up.
     ///
-    /// Fails when no URL is configured, the URL is invalid, a timeout is zero, or it is called
-    /// outside a Tokio runtime.
+    /// With [`Config::cluster_nodes`], it connects to a Redis Cluster: each request goes to the
+    /// master that owns its key's slot.
+    ///
+    /// Fails when no URL (nor cluster node) is configured, a URL is invalid, both a URL and
+    /// cluster nodes are set, a timeout is zero, or it is called outside a Tokio runtime.
     pub fn open(config: Config) -> Result<RedisStore, Error> {
-        let url = config.validate()?;
+        config.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::InvalidConfig(
                 "RedisStore must be opened within a Tokio runtime".into(),
             ));
         }
-        if url.starts_with("rediss://") || url.starts_with("valkeys://") {
-            // rustls needs a process-wide crypto provider; another one may be installed already.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let client = redis::Client::open(url)?;
-        // No retries inside the connection manager: the breaker decides when to try again, and
-        // a call never waits for more than one connection attempt.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let conn = Connection::open(&config)?;
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 conn,
-                masked_url: mask_url(url),
+                masked_url: config.masked_target().unwrap_or_default(),
                 script: ScriptBackend::new(),
                 local: RwLock::new(Arc::new(LocalLimiter::new(config.local_max_entries))),
                 breaker: Breaker::new(config.breaker),
@@ -148,7 +143,7 @@ impl RedisStore {
     /// line that shows the address with its password masked, when the configuration is
     /// missing or invalid or Redis does not answer.
     pub async fn try_connect(config: Config) -> Result<RedisStore, Error> {
-        let url = config.masked_url().unwrap_or_else(|| "(none)".into());
+        let url = config.masked_target().unwrap_or_else(|| "(none)".into());
         let store = match RedisStore::open(config) {
             Ok(store) => store,
             Err(error) => {

@@ -484,6 +484,8 @@ impl Counts {
     }
 }
 
+// The sequence's whole context is spelled out rather than bundled: each piece is used once.
+#[allow(clippy::too_many_arguments)]
 async fn exact_sequence(
     conn: &mut MultiplexedConnection,
     backend: &ScriptBackend,

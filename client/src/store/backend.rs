@@ -1,18 +1,18 @@
 //! Which backend answers: the module when the server has it, the script otherwise, detected at
 //! connect, after every failure and every `redetect_interval`.
 
+use super::connection::Connection;
 use super::{mode_backend, RedisStore, Request, MODULE, SCRIPT, UNKNOWN};
 use crate::decision::{Backend, Decision};
 use crate::error::Error;
 use crate::module;
-use redis::aio::ConnectionManager;
 use std::sync::atomic::Ordering;
 use tracing::{debug, info, warn};
 
 impl RedisStore {
     pub(super) async fn remote_decide(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Connection,
         key: &str,
         limit: &ratelimit_core::Limit,
         request: Request,
@@ -40,7 +40,7 @@ impl RedisStore {
 
     pub(super) async fn remote_reset(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Connection,
         key: &str,
     ) -> Result<bool, Error> {
         if self.current_backend(conn).await? == Backend::Module {
@@ -54,10 +54,7 @@ impl RedisStore {
 
     /// The backend to use now: the known one, or a fresh detection when none is known or the
     /// re-detection is due (one caller re-detects; the others go on with the known one).
-    pub(super) async fn current_backend(
-        &self,
-        conn: &mut ConnectionManager,
-    ) -> Result<Backend, Error> {
+    pub(super) async fn current_backend(&self, conn: &mut Connection) -> Result<Backend, Error> {
         let inner = &self.inner;
         if let Some(backend) = mode_backend(inner.mode.load(Ordering::Acquire)) {
             let now = self.elapsed_ms();
@@ -81,7 +78,7 @@ impl RedisStore {
 
     /// Asks the server whether the module is loaded, and records the answer. A server that
     /// refuses `COMMAND INFO` (renamed, or denied by an ACL) gets the script.
-    pub(super) async fn detect(&self, conn: &mut ConnectionManager) -> Result<Backend, Error> {
+    pub(super) async fn detect(&self, conn: &mut Connection) -> Result<Backend, Error> {
         let loaded = match module::detect(conn).await.map_err(Error::from) {
             Ok(loaded) => loaded,
             Err(error) if error.is_outage() => return Err(error),

@@ -1,4 +1,4 @@
-//! `clear_all`: every key under the prefix, deleted in batches.
+//! `clear_all`: every key under the prefix, deleted in batches, on every master of a cluster.
 
 use super::RedisStore;
 use crate::error::Error;
@@ -17,7 +17,8 @@ impl RedisStore {
     ///
     /// Keys outside the prefix are never touched: glob characters in the prefix are escaped.
     /// It runs `SCAN MATCH prefix*` and `UNLINK`s each batch, so it does not block the server,
-    /// and keys written meanwhile may survive.
+    /// and keys written meanwhile may survive. In a Redis Cluster it scans every master, and
+    /// each batch's `UNLINK` is split by hash slot, as a multi-key command must be there.
     pub async fn clear_all(&self) -> bool {
         match self.try_clear_all().await {
             Ok(deleted) => {
@@ -46,26 +47,28 @@ impl RedisStore {
             .unwrap_or_else(PoisonError::into_inner) =
             Arc::new(LocalLimiter::new(self.inner.config.local_max_entries));
         let pattern = format!("{}*", escape_glob(prefix));
+        let mut conn = self.inner.conn.clone();
+        let deadline = Some(self.inner.config.call_deadline());
+        let masters = self.guarded(deadline, conn.masters()).await?;
         let mut deleted = 0;
-        for mut node in self.masters() {
+        for mut node in masters {
             // No overall deadline: each command has the response timeout, and a large
             // keyspace takes many of them.
-            deleted += self.guarded(None, clear_node(&mut node, &pattern)).await?;
+            deleted += self
+                .guarded(None, clear_node(&mut node, &mut conn, &pattern))
+                .await?;
         }
         Ok(deleted)
     }
 }
 
-impl RedisStore {
-    /// A connection to every master that holds keys: one for now. Cluster support lists every
-    /// master here, and `clear_all` covers them all.
-    fn masters(&self) -> Vec<redis::aio::ConnectionManager> {
-        vec![self.inner.conn.clone()]
-    }
-}
-
-/// Deletes the keys of one node that match `pattern`, one `SCAN` batch at a time.
-async fn clear_node<C: ConnectionLike + Send>(conn: &mut C, pattern: &str) -> Result<u64, Error> {
+/// Deletes the keys of one node that match `pattern`, one `SCAN` batch at a time: `SCAN` goes
+/// to `node`, and `UNLINK` through `conn`, which splits it by slot in a cluster.
+async fn clear_node<N, C>(node: &mut N, conn: &mut C, pattern: &str) -> Result<u64, Error>
+where
+    N: ConnectionLike + Send,
+    C: ConnectionLike + Send,
+{
     let mut cursor: u64 = 0;
     let mut deleted = 0;
     loop {
@@ -75,7 +78,7 @@ async fn clear_node<C: ConnectionLike + Send>(conn: &mut C, pattern: &str) -> Re
             .arg(pattern)
             .arg("COUNT")
             .arg(SCAN_COUNT)
-            .query_async(conn)
+            .query_async(node)
             .await?;
         if !keys.is_empty() {
             let count: u64 = redis::cmd("UNLINK").arg(&keys).query_async(conn).await?;

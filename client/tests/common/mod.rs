@@ -6,6 +6,8 @@
 //! release build of this workspace: run `cargo build --release` first).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
