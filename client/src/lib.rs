@@ -35,6 +35,8 @@ pub mod mask;
 pub mod module;
 pub mod script;
 pub mod store;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use config::{Config, FailurePolicy};

@@ -1,0 +1,362 @@
+//! The `api` example, run as a user would: a real `redis-server` with the module, the example's
+//! binary on a free port, and a plain HTTP/1.1 client over a real socket, which gets 200s and
+//! then a 429 with the rate limit headers.
+
+mod common;
+
+use common::{closed_port, Server};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The example's binary, `target/<profile>/examples/api` for the profile of this test.
+/// `cargo test --features tower` builds it along with the tests; when it is missing or older
+/// than the sources, it is built with `cargo build --example api --features tower`.
+fn example() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let test = std::env::current_exe().unwrap();
+        let profile_dir = test.parent().and_then(|deps| deps.parent()).unwrap();
+        let path = profile_dir.join("examples/api");
+        let built = fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let client = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let sources = [
+            client.join("src"),
+            client.join("examples"),
+            client.join("lua"),
+            client.join("../core/src"),
+        ];
+        let newest = sources.iter().filter_map(|dir| newest_file(dir)).max();
+        if built.is_none() || newest > built {
+            let mut command = Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+            command.args([
+                "build",
+                "--quiet",
+                "-p",
+                "ratelimit-client",
+                "--example",
+                "api",
+                "--features",
+                "tower",
+            ]);
+            if profile_dir.ends_with("release") {
+                command.arg("--release");
+            }
+            let status = command.status().expect("run cargo build");
+            assert!(status.success(), "cargo build --example api failed");
+        }
+        path
+    })
+}
+
+fn newest_file(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
+
+/// The running example; killed on `Drop`.
+struct Api {
+    child: Child,
+    port: u16,
+    log_path: PathBuf,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = fs::read_to_string(&self.log_path).unwrap_or_default();
+            eprintln!("the example's log:\n{log}");
+        }
+        let _ = fs::remove_file(&self.log_path);
+    }
+}
+
+impl Api {
+    /// Starts the example against `redis_url` on a free port, and waits until it listens.
+    fn start(redis_url: &str) -> Api {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let mut last_error = String::new();
+        // Another process may take the port between the probe and the bind: retry.
+        for _ in 0..5 {
+            // The example's log, in a file: a pipe that nobody reads could fill and block it.
+            let log_path = std::env::temp_dir().join(format!(
+                "ratelimit-api-example-{}-{}.log",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let log = fs::File::create(&log_path).expect("create the example's log");
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free loopback port")
+                .port();
+            let mut child = Command::new(example())
+                .args(["--port", &port.to_string()])
+                .env("REDIS_URL", redis_url)
+                .env_remove("RATELIMIT_PREFIX")
+                .env_remove("RATELIMIT_ON_FAILURE")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .expect("run the example");
+            let mut line = String::new();
+            let stdout = child.stdout.take().unwrap();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            if line.starts_with("listening on http://127.0.0.1:") {
+                return Api {
+                    child,
+                    port,
+                    log_path,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = fs::read_to_string(&log_path).unwrap_or_default();
+            let _ = fs::remove_file(&log_path);
+            last_error = format!("{line}{stderr}");
+        }
+        panic!("the example did not start: {last_error}");
+    }
+
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        http(self.port, "GET", path, headers)
+    }
+
+    fn post(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        http(self.port, "POST", path, headers)
+    }
+}
+
+/// A response as read off the wire.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    /// Names in lowercase, in the order received.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn number(&self, name: &str) -> u64 {
+        self.header(name)
+            .unwrap_or_else(|| panic!("no {name} in {self:?}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number in {self:?}"))
+    }
+}
+
+/// One HTTP/1.1 request on a new connection, written by hand: the client is a socket, so the
+/// test sees exactly what the server sends.
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the example");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Length: 0\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let text = String::from_utf8(raw).expect("a UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP/1.1 status line: {status_line}"));
+    let headers: Vec<(String, String)> = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').expect("a header line");
+            (name.trim().to_ascii_lowercase(), value.trim().to_string())
+        })
+        .collect();
+    let reply = Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    };
+    assert_eq!(reply.header("transfer-encoding"), None, "{reply:?}");
+    assert_eq!(reply.number("content-length"), reply.body.len() as u64);
+    reply
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `"name";r=<remaining>;t=<seconds>` read back: `(name, remaining, seconds)`.
+fn service_limit(item: &str) -> (String, u64, u64) {
+    let mut parts = item.split(';');
+    let name = parts.next().unwrap().trim_matches('"').to_string();
+    let mut param = |prefix: &str| -> u64 {
+        parts
+            .next()
+            .and_then(|p| p.strip_prefix(prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {item}"))
+    };
+    let r = param("r=");
+    let t = param("t=");
+    (name, r, t)
+}
+
+#[tokio::test]
+async fn search_answers_200_then_429_with_the_headers() {
+    let server = Server::start(true);
+    let api = Api::start(&server.url());
+    for remaining in (0..5).rev() {
+        let before = unix_now();
+        let reply = api.get("/search?q=redis", &[]);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.body, "{\"results\":[]}\n");
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(reply.number("x-ratelimit-limit"), 5);
+        assert_eq!(reply.number("x-ratelimit-remaining"), remaining);
+        // SLIDING is back to full capacity when the window after the current one ends.
+        let reset = reply.number("x-ratelimit-reset");
+        assert!((before..=unix_now() + 21).contains(&reset), "{reply:?}");
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"search\";q=5;w=10")
+        );
+        let (name, r, t) = service_limit(reply.header("ratelimit").unwrap());
+        assert_eq!((name.as_str(), r), ("search", remaining));
+        assert!((1..=20).contains(&t), "{reply:?}");
+        assert_eq!(reply.header("retry-after"), None);
+    }
+
+    let reply = api.get("/search?q=redis", &[]);
+    assert_eq!(reply.status, 429, "{reply:?}");
+    let wait = reply.number("retry-after");
+    assert!((1..=10).contains(&wait), "{reply:?}");
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(reply.number("x-ratelimit-limit"), 5);
+    assert_eq!(reply.number("x-ratelimit-remaining"), 0);
+    assert!(reply.number("x-ratelimit-reset") >= unix_now());
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some("\"search\";q=5;w=10")
+    );
+    assert_eq!(
+        reply.header("ratelimit").unwrap(),
+        format!("\"search\";r=0;t={wait}")
+    );
+    assert_eq!(
+        reply.body,
+        format!(
+            "{{\"type\":\"https://iana.org/assignments/http-problem-types#quota-exceeded\",\
+             \"title\":\"Quota Exceeded\",\"status\":429,\
+             \"detail\":\"The quota of policy \\\"search\\\" is exceeded: retry in {wait} s.\",\
+             \"violated-policies\":[\"search\"]}}"
+        )
+    );
+
+    // The limit is in Redis, kept by the module, under the default prefix.
+    let mut con = server.con().await;
+    let state: String = redis::cmd("GET")
+        .arg("ratelimit:search:ip:127.0.0.1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(state.starts_with("s:"), "{state}");
+}
+
+#[tokio::test]
+async fn upload_checks_two_policies() {
+    let server = Server::start(true);
+    let api = Api::start(&server.url());
+    for remaining in [1, 0] {
+        let reply = api.post("/upload", &[]);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.body, "{\"uploaded\":true}\n");
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"upload\";q=2;w=60, \"upload-hourly\";q=10;w=3600")
+        );
+        assert_eq!(reply.number("x-ratelimit-limit"), 2);
+        assert_eq!(reply.number("x-ratelimit-remaining"), remaining);
+    }
+    let reply = api.post("/upload", &[]);
+    assert_eq!(reply.status, 429, "{reply:?}");
+    // Two per minute, a burst of 2: the next unit drips back 30 s after the first.
+    let wait = reply.number("retry-after");
+    assert!((29..=30).contains(&wait), "{reply:?}");
+    assert_eq!(
+        reply.header("ratelimit").unwrap(),
+        format!("\"upload\";r=0;t={wait}")
+    );
+    assert!(reply.body.ends_with("\"violated-policies\":[\"upload\"]}"));
+    // The denied upload spent nothing on the hourly policy: 2 of 10 are spent.
+    let mut con = server.con().await;
+    let hourly: u64 = redis::cmd("GET")
+        .arg("ratelimit:upload-hourly:ip:127.0.0.1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(hourly, 2);
+    // Another route has its own limits.
+    assert_eq!(api.get("/search", &[]).status, 200);
+}
+
+#[tokio::test]
+async fn an_api_key_has_its_own_quota() {
+    let server = Server::start(true);
+    let api = Api::start(&server.url());
+    for _ in 0..5 {
+        assert_eq!(api.get("/search", &[]).status, 200);
+    }
+    assert_eq!(api.get("/search", &[]).status, 429);
+    let reply = api.get("/search", &[("X-Api-Key", "team-a")]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.number("x-ratelimit-remaining"), 4);
+}
+
+#[tokio::test]
+async fn serves_without_redis_under_the_failure_policy() {
+    let api = Api::start(&format!("redis://127.0.0.1:{}/", closed_port()));
+    for remaining in (0..5).rev() {
+        let reply = api.get("/search", &[]);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.number("x-ratelimit-remaining"), remaining);
+    }
+    let reply = api.get("/search", &[]);
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert!(reply.header("retry-after").is_some());
+}
