@@ -79,12 +79,13 @@ fn limit_command(name: &str, key: &str, limit: &Limit) -> Cmd {
     command
 }
 
-/// Reads the reply `[allowed, limit, remaining, reset_after_ms, retry_after_ms]`.
+/// Reads the reply `[allowed, limit, remaining, reset_after_ms, retry_after_ms]` of
+/// `RATELIMIT.CHECK`/`QUOTA`, and of the Lua script, which replies the same.
 pub fn decision_from_reply(reply: &[i64]) -> RedisResult<Decision> {
     let unexpected = || {
         RedisError::from((
             ErrorKind::UnexpectedReturnType,
-            "RATELIMIT replied something else than five integers",
+            "the rate limiter replied something else than five integers",
             format!("{reply:?}"),
         ))
     };

@@ -23,6 +23,8 @@ use ratelimit_core::{Algorithm, Decision, Limit, MAX_COUNT};
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, RedisError, RedisResult, Script};
 
+use crate::module::decision_from_reply;
+
 /// The source of the check script: the shared helpers, the bignum library, one file per
 /// algorithm, then the entry point. Public only for tests, which run it with extra arguments.
 #[doc(hidden)]
@@ -167,62 +169,9 @@ impl ScriptBackend {
     }
 }
 
-/// Reads the reply `[allowed, limit, remaining, reset_after_ms, retry_after_ms]`.
-fn decision_from_reply(reply: &[i64]) -> RedisResult<Decision> {
-    let unexpected = || {
-        RedisError::from((
-            ErrorKind::UnexpectedReturnType,
-            "the rate limit script replied something else than five integers",
-            format!("{reply:?}"),
-        ))
-    };
-    let &[allowed, limit, remaining, reset_after_ms, retry_after_ms] = reply else {
-        return Err(unexpected());
-    };
-    let unsigned = |value: i64| u64::try_from(value).map_err(|_| unexpected());
-    Ok(Decision {
-        allowed: allowed == 1,
-        limit: unsigned(limit)?,
-        remaining: unsigned(remaining)?,
-        reset_after_ms: unsigned(reset_after_ms)?,
-        retry_after_ms,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_five_integers() {
-        let decision = decision_from_reply(&[1, 10, 9, 600, 0]).unwrap();
-        assert_eq!(
-            decision,
-            Decision {
-                allowed: true,
-                limit: 10,
-                remaining: 9,
-                reset_after_ms: 600,
-                retry_after_ms: 0,
-            }
-        );
-        let never = decision_from_reply(&[0, 10, 0, 5, -1]).unwrap();
-        assert_eq!(never.retry_after_ms, Decision::NEVER);
-        assert!(decision_from_reply(&[1, 2, 3]).is_err());
-        assert!(decision_from_reply(&[1, -2, 3, 4, 5]).is_err());
-    }
-
-    /// The futures can be spawned on a multi-threaded runtime (checked at compile time).
-    #[allow(dead_code)]
-    fn futures_are_send(
-        backend: &ScriptBackend,
-        conn: &mut redis::aio::MultiplexedConnection,
-        limit: &Limit,
-    ) {
-        fn send<T: Send>(_: T) {}
-        send(backend.check(conn, "key", limit, 1, false));
-        send(backend.reset(conn, "key"));
-    }
 
     #[test]
     fn scripts_start_with_the_shared_helpers() {
