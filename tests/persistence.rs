@@ -133,6 +133,7 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn aof_restores_every_limiter_with_its_absolute_expiry() {
+    skip_if_external!("restarts the server from its AOF");
     let mut server = Server::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let mut con = server.con();
     let has_pexpiretime = has_command(&mut con, "pexpiretime");
@@ -189,6 +190,7 @@ fn aof_restores_every_limiter_with_its_absolute_expiry() {
 
 #[test]
 fn rdb_snapshot_restores_every_limiter_with_its_absolute_expiry() {
+    skip_if_external!("restarts the server from its RDB snapshot");
     let mut server = Server::start();
     let mut con = server.con();
     let has_pexpiretime = has_command(&mut con, "pexpiretime");

@@ -90,6 +90,7 @@ fn seed() -> u64 {
 
 #[test]
 fn the_replica_holds_identical_state_after_mixed_traffic() {
+    skip_if_external!("needs a replica");
     let (master, replica) = master_and_replica();
     let mut raw = master.raw();
     let mut rng = StdRng::seed_from_u64(seed());
@@ -223,6 +224,7 @@ fn the_replica_holds_identical_state_after_mixed_traffic() {
 
 #[test]
 fn denied_requests_and_dry_runs_replicate_nothing() {
+    skip_if_external!("needs a replica");
     let (master, replica) = master_and_replica();
     let mut con = master.con();
     for algorithm in ALGORITHMS {
@@ -329,6 +331,7 @@ fn denied_requests_and_dry_runs_replicate_nothing() {
 
 #[test]
 fn quota_runs_on_a_replica_and_writes_are_refused_there() {
+    skip_if_external!("needs a replica");
     let (master, replica) = master_and_replica();
     let mut on_master = master.con();
     let mut on_replica = replica.con();

@@ -4,12 +4,17 @@
 //! Environment:
 //! - `REDIS_SERVER`: the server binary (default `redis-server`; `valkey-server` works too).
 //! - `RATELIMIT_MODULE`: the module to load (default `target/release/libredis_ratelimit.so`).
+//! - `REDIS_URL` (`redis://host:port`): run against that server, with the module already loaded,
+//!   instead of starting servers; tests that need their own skip themselves with a note.
+//!   **The suite deletes everything on it (FLUSHALL after each test): never point REDIS_URL at
+//!   a server that holds data.** Run with `--test-threads=1`. See `external.rs`.
 //!
 //! Optional server features are detected by asking the server (`COMMAND INFO`), never by its
 //! version, so the same suite runs against Redis 6.2, Redis 7 and Valkey.
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod external;
 pub mod resp;
 pub mod server;
 

@@ -79,9 +79,9 @@ pub struct RawConn {
 }
 
 impl RawConn {
-    /// Connects to 127.0.0.1:`port`.
-    pub fn connect(port: u16) -> io::Result<RawConn> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
+    /// Connects to `host`:`port` (a name, or an IPv4 or IPv6 address without brackets).
+    pub fn connect(host: &str, port: u16) -> io::Result<RawConn> {
+        let stream = TcpStream::connect((host, port))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         stream.set_write_timeout(Some(Duration::from_secs(60)))?;
         stream.set_nodelay(true)?;

@@ -1,6 +1,8 @@
 //! The server under test: a real `redis-server` (or `REDIS_SERVER`) with the module loaded, on
-//! a free loopback port, in its own temporary directory; killed and cleaned up on `Drop`.
+//! a free loopback port, in its own temporary directory; killed and cleaned up on `Drop`. In
+//! REDIS_URL mode, the server at that URL instead (see `external.rs`).
 
+use super::external::{self, Address, Lease};
 use super::resp::{RawConn, Reply};
 use std::fs;
 use std::net::TcpListener;
@@ -71,24 +73,33 @@ fn newest_file(dir: &Path) -> Option<SystemTime> {
     newest
 }
 
-/// A running server with the module loaded. Killed, and its directory removed, on `Drop`.
+/// A running server with the module loaded. Killed, and its directory removed, on `Drop`; in
+/// REDIS_URL mode, emptied instead.
 pub struct Server {
     child: Option<Child>,
+    host: String,
     port: u16,
     root: PathBuf,
     extra: Vec<String>,
+    /// REDIS_URL mode: this test's turn on the external server, which is never killed.
+    external: Option<Lease>,
 }
 
 impl Server {
-    /// Starts a server with the default options.
+    /// Starts a server with the default options. In REDIS_URL mode: the server at that URL, once
+    /// no other test is using it and after checking that it is usable and empty.
     pub fn start() -> Server {
         Server::start_with(&[])
     }
 
     /// Starts a server with extra command-line options, e.g.
     /// `&["--appendonly", "yes", "--appendfsync", "always"]`. An option given here replaces the
-    /// harness's default for it.
+    /// harness's default for it. In REDIS_URL mode, `extra` must be empty: a test that needs
+    /// options begins with `skip_if_external!`.
     pub fn start_with(extra: &[&str]) -> Server {
+        if let Some(address) = external::address() {
+            return Server::external(address, extra);
+        }
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let module = require_module();
         let root = std::env::temp_dir().join(format!(
@@ -100,9 +111,11 @@ impl Server {
         fs::create_dir_all(root.join("data")).expect("create the server's directory");
         let mut server = Server {
             child: None,
+            host: "127.0.0.1".to_string(),
             port: 0,
             root,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            external: None,
         };
         // A cluster node also listens on its bus port, `port + 10000`: both must be free.
         let cluster_bus = server.has_option("--cluster-enabled");
@@ -119,6 +132,39 @@ impl Server {
         panic!("{last_error}");
     }
 
+    /// REDIS_URL's server, for this test alone.
+    fn external(address: Address, extra: &[&str]) -> Server {
+        assert!(
+            extra.is_empty(),
+            "this test starts a server with {extra:?}, which REDIS_URL mode cannot give it: \
+             begin the test with skip_if_external!(\"<why>\")"
+        );
+        let lease = external::claim(&address);
+        Server {
+            child: None,
+            host: address.host,
+            port: address.port,
+            root: PathBuf::new(),
+            extra: Vec::new(),
+            external: Some(lease),
+        }
+    }
+
+    /// Whether this is REDIS_URL's server, which the test shares with the rest of the suite
+    /// (one test at a time) and cannot restart, reconfigure or read the files of.
+    pub fn is_external(&self) -> bool {
+        self.external.is_some()
+    }
+
+    /// Panics when the server is external, for what only a server of the test's own can do.
+    fn assert_own(&self, what: &str) {
+        assert!(
+            !self.is_external(),
+            "{what} needs a server of this test's own, not REDIS_URL's: begin the test with \
+             skip_if_external!(\"<why>\")"
+        );
+    }
+
     /// Starts a replica of `master` and waits until its link to the master is up.
     pub fn start_replica_of(master: &Server, extra: &[&str]) -> Server {
         let port = master.port().to_string();
@@ -129,18 +175,23 @@ impl Server {
         replica
     }
 
-    /// The server's port on 127.0.0.1.
+    /// The server's port (on 127.0.0.1, unless it is external).
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// The server's working directory (`--dir`): its AOF and RDB files live here.
     pub fn data_dir(&self) -> PathBuf {
+        self.assert_own("reading the server's files");
         self.root.join("data")
     }
 
     /// The server's log.
     pub fn log(&self) -> String {
+        if self.is_external() {
+            return "(the server at REDIS_URL writes its log elsewhere, e.g. `docker logs`)"
+                .to_string();
+        }
         let mut text = fs::read_to_string(self.root.join("server.log")).unwrap_or_default();
         let stdio = fs::read_to_string(self.root.join("stdio.log")).unwrap_or_default();
         if !stdio.trim().is_empty() {
@@ -153,6 +204,7 @@ impl Server {
     /// Kills the server (SIGKILL: nothing is flushed at exit) and starts it again on the same
     /// port, in the same directory, with the same options; waits until it has loaded its data.
     pub fn restart(&mut self) {
+        self.assert_own("restarting the server");
         self.kill();
         let module = require_module();
         let deadline = Instant::now() + START_TIMEOUT;
@@ -247,7 +299,7 @@ impl Server {
                     self.log()
                 ));
             }
-            if let Ok(mut conn) = RawConn::connect(self.port) {
+            if let Ok(mut conn) = RawConn::connect(&self.host, self.port) {
                 // A server still loading its data answers -LOADING: keep waiting.
                 if let Ok(Reply::Status(pong)) = conn.try_call(&["PING"]) {
                     if pong == b"PONG" {
@@ -295,7 +347,11 @@ impl Server {
 
     /// The URL of this server for the `redis` crate.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        if self.host.contains(':') {
+            format!("redis://[{}]:{}/", self.host, self.port)
+        } else {
+            format!("redis://{}:{}/", self.host, self.port)
+        }
     }
 
     /// A RESP2 connection through the `redis` crate.
@@ -310,12 +366,15 @@ impl Server {
 
     /// A raw RESP2 connection, for pipelines and binary error messages.
     pub fn raw(&self) -> RawConn {
-        RawConn::connect(self.port).expect("connect to the server")
+        RawConn::connect(&self.host, self.port).expect("connect to the server")
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.is_external() {
+            return;
+        }
         if thread::panicking() && self.child.is_some() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
