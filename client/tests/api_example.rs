@@ -7,65 +7,17 @@ mod common;
 use common::{closed_port, Server};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The example's binary, `target/<profile>/examples/api` for the profile of this test.
 /// `cargo test --features tower` builds it along with the tests; when it is missing or older
 /// than the sources, it is built with `cargo build --example api --features tower`.
-fn example() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let test = std::env::current_exe().unwrap();
-        let profile_dir = test.parent().and_then(|deps| deps.parent()).unwrap();
-        let path = profile_dir.join("examples/api");
-        let built = fs::metadata(&path).and_then(|m| m.modified()).ok();
-        let client = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let sources = [
-            client.join("src"),
-            client.join("examples"),
-            client.join("lua"),
-            client.join("../core/src"),
-        ];
-        let newest = sources.iter().filter_map(|dir| newest_file(dir)).max();
-        if built.is_none() || newest > built {
-            let mut command = Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
-            command.args([
-                "build",
-                "--quiet",
-                "-p",
-                "ratelimit-client",
-                "--example",
-                "api",
-                "--features",
-                "tower",
-            ]);
-            if profile_dir.ends_with("release") {
-                command.arg("--release");
-            }
-            let status = command.status().expect("run cargo build");
-            assert!(status.success(), "cargo build --example api failed");
-        }
-        path
-    })
-}
-
-fn newest_file(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let time = if path.is_dir() {
-            newest_file(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(time);
-    }
-    newest
+fn example() -> PathBuf {
+    common::example("api", &["tower"])
 }
 
 /// The running example; killed on `Drop`.
@@ -101,10 +53,7 @@ impl Api {
                 NEXT.fetch_add(1, Ordering::Relaxed)
             ));
             let log = fs::File::create(&log_path).expect("create the example's log");
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("a free loopback port")
-                .port();
+            let port = ratelimit_testkit::free_port(false);
             let mut child = Command::new(example())
                 .args(["--port", &port.to_string()])
                 .env("REDIS_URL", redis_url)

@@ -4,62 +4,14 @@
 mod common;
 
 use common::{closed_port, Server};
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-use std::time::SystemTime;
 
 /// The example's binary, `target/<profile>/examples/check` for the profile of this test.
 /// `cargo test` builds it along with the tests; when it is missing or older than the sources
 /// (e.g. with `cargo test --test example`), it is built with `cargo build --example check`.
-fn example() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let test = std::env::current_exe().unwrap();
-        let profile_dir = test.parent().and_then(|deps| deps.parent()).unwrap();
-        let path = profile_dir.join("examples/check");
-        let built = fs::metadata(&path).and_then(|m| m.modified()).ok();
-        let client = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let sources = [
-            client.join("src"),
-            client.join("examples"),
-            client.join("lua"),
-            client.join("../core/src"),
-        ];
-        let newest = sources.iter().filter_map(|dir| newest_file(dir)).max();
-        if built.is_none() || newest > built {
-            let mut command = Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
-            command.args([
-                "build",
-                "--quiet",
-                "-p",
-                "ratelimit-client",
-                "--example",
-                "check",
-            ]);
-            if profile_dir.ends_with("release") {
-                command.arg("--release");
-            }
-            let status = command.status().expect("run cargo build");
-            assert!(status.success(), "cargo build --example check failed");
-        }
-        path
-    })
-}
-
-fn newest_file(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let time = if path.is_dir() {
-            newest_file(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(time);
-    }
-    newest
+fn example() -> PathBuf {
+    common::example("check", &[])
 }
 
 fn run(args: &[&str]) -> Output {

@@ -15,89 +15,18 @@
 //! `RATELIMIT_SEED` to replay a random run and `RATELIMIT_SCRIPT_SEQUENCES` (sequences per worker,
 //! 160 by default) for a longer soak of the first test.
 
+mod common;
+
+use common::Server;
 use ratelimit_client::script::ScriptBackend;
 use ratelimit_core::{decide, Algorithm, Decision, Limit, State, MAX_COUNT, MAX_PERIOD_MS};
 use redis::aio::MultiplexedConnection;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 86_400_000;
 /// The latest test clock: Lua numbers are exact below 2^53.
 const MAX_NOW_US: u64 = (1 << 53) - 1;
 const GCRA_MODULUS: u64 = 1 << 62;
-
-// The server ------------------------------------------------------------------------------------
-
-/// A `redis-server` on a free loopback port, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(with_module: bool) -> Server {
-        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let mut command = Command::new(&binary);
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if with_module {
-            let module = module_path();
-            assert!(
-                module.exists(),
-                "{} does not exist: run `cargo build --release` or set RATELIMIT_MODULE",
-                module.display()
-            );
-            command.arg("--loadmodule").arg(module);
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run `{binary}` ({e}); set REDIS_SERVER"));
-        let server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server
-    }
-
-    async fn connect(&self) -> MultiplexedConnection {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the test server")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn module_path() -> PathBuf {
-    std::env::var_os("RATELIMIT_MODULE").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/release/libredis_ratelimit.so")
-        },
-        PathBuf::from,
-    )
-}
 
 // Helpers ---------------------------------------------------------------------------------------
 
@@ -642,13 +571,13 @@ async fn script_matches_core_exactly() {
     // Without PEXPIRETIME (Redis 6.2) the script reads a key's expiry as TIME + PTTL, a few
     // milliseconds late under load (toward denial). FIXED's window end is that expiry, so FIXED
     // cannot be compared to the microsecond there; the module-and-script agreement test covers it.
-    let (_, exact_expiry) = expire_time(&mut server.connect().await, "probe").await;
+    let (_, exact_expiry) = expire_time(&mut server.con().await, "probe").await;
     if !exact_expiry {
         println!("no PEXPIRETIME on this server: FIXED is left out of the exact comparison");
     }
     let mut tasks = Vec::new();
     for worker in 0..workers {
-        let mut conn = server.connect().await;
+        let mut conn = server.con().await;
         let interesting = interesting.clone();
         tasks.push(tokio::spawn(async move {
             let backend = ScriptBackend::new();
@@ -725,7 +654,7 @@ fn real_clock_limits() -> Vec<Limit> {
 #[tokio::test]
 async fn module_and_script_agree_on_the_real_clock() {
     let server = Server::start(true);
-    let mut conn = server.connect().await;
+    let mut conn = server.con().await;
     let backend = ScriptBackend::new();
     let seed = seed();
     println!("RATELIMIT_SEED={seed}");
@@ -789,7 +718,7 @@ async fn module_and_script_agree_on_the_real_clock() {
 #[tokio::test]
 async fn handover_keeps_state() {
     let server = Server::start(true);
-    let mut conn = server.connect().await;
+    let mut conn = server.con().await;
     let backend = ScriptBackend::new();
     use Algorithm::*;
     let limits = [
@@ -867,7 +796,7 @@ async fn handover_keeps_state() {
 #[tokio::test]
 async fn errors_match_the_module() {
     let server = Server::start(true);
-    let mut conn = server.connect().await;
+    let mut conn = server.con().await;
     let backend = ScriptBackend::new();
     let limits = [
         limit(Algorithm::Fixed, 10, HOUR_MS, None),

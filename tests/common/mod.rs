@@ -15,8 +15,10 @@
 
 pub mod cluster;
 pub mod external;
-pub mod resp;
 pub mod server;
+
+/// The raw RESP2 connection, shared with the client's tests.
+pub use ratelimit_testkit::resp;
 
 #[allow(unused_imports)]
 pub use resp::{show_args, RawConn, Reply};

@@ -8,35 +8,15 @@
 
 pub mod cluster;
 
-use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+#[allow(unused_imports)]
+pub use ratelimit_testkit::module_path;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::thread;
 use std::time::{Duration, Instant};
 
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The module: `RATELIMIT_MODULE`, or `target/release/libredis_ratelimit.so` of the workspace.
-pub fn module_path() -> PathBuf {
-    match std::env::var_os("RATELIMIT_MODULE") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-            target.join("release/libredis_ratelimit.so")
-        }
-    }
-}
-
 /// The server binary: `REDIS_SERVER`, or `redis-server`.
-pub fn server_binary() -> String {
-    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
-}
+pub use ratelimit_testkit::server_binary;
 
 /// The server's major version, from `--version` (`... v=7.0.15 ...`).
 fn server_major_version() -> u32 {
@@ -56,14 +36,20 @@ fn server_major_version() -> u32 {
 
 /// A port on which nothing listens.
 pub fn closed_port() -> u16 {
-    free_port()
+    ratelimit_testkit::free_port(false)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
+/// The binary of this package's example `name`, built with `features` when it is missing or
+/// older than the sources (see [`ratelimit_testkit::example::binary`]).
+pub fn example(name: &str, features: &[&str]) -> PathBuf {
+    let client = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = [
+        client.join("src"),
+        client.join("examples"),
+        client.join("lua"),
+        client.join("../core/src"),
+    ];
+    ratelimit_testkit::example::binary("ratelimit-client", name, features, &sources)
 }
 
 /// Options for a server.
@@ -77,11 +63,24 @@ pub struct Options {
     pub module_command: bool,
 }
 
-/// A running server. Killed, and its directory removed, on `Drop`.
+impl Options {
+    /// The server's command-line options besides the module.
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(password) = &self.password {
+            args.extend(["--requirepass".to_string(), password.clone()]);
+        }
+        if self.module_command && server_major_version() >= 7 {
+            args.extend(["--enable-module-command", "yes"].map(String::from));
+        }
+        args
+    }
+}
+
+/// A running server: a [`ratelimit_testkit::Server`]. Killed, and its directory removed, on
+/// `Drop`.
 pub struct Server {
-    child: Option<Child>,
-    port: u16,
-    root: PathBuf,
+    process: ratelimit_testkit::Server,
     options: Options,
 }
 
@@ -96,50 +95,22 @@ impl Server {
 
     /// A server with `options`.
     pub fn start_with(options: Options) -> Server {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        if options.module {
-            assert!(
-                module_path().exists(),
-                "{} does not exist: run `cargo build --release` or set RATELIMIT_MODULE",
-                module_path().display()
-            );
-        }
-        let root = std::env::temp_dir().join(format!(
-            "ratelimit-client-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(&root).expect("create the server's directory");
-        let mut server = Server {
-            child: None,
-            port: 0,
-            root,
-            options,
-        };
-        // Another process may take the port between the probe and the bind: retry.
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            server.port = free_port();
-            match server.spawn() {
-                Ok(()) => return server,
-                Err(error) => last_error = error,
-            }
-        }
-        panic!("cannot start the server: {last_error}");
+        let process = ratelimit_testkit::Server::start(
+            "ratelimit-client-test",
+            options.module,
+            &options.args(),
+        );
+        Server { process, options }
     }
 
     /// The port on 127.0.0.1.
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port()
     }
 
     /// The server's URL, with its password if it has one.
     pub fn url(&self) -> String {
-        match &self.options.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
-        }
+        ratelimit_testkit::local_url(self.port(), self.options.password.as_deref())
     }
 
     /// A connection of the test's own, outside the store under test.
@@ -153,112 +124,24 @@ impl Server {
 
     /// Kills the server (SIGKILL).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts the killed server again on the same port, with the same options and no data.
     pub fn restart(&mut self) {
-        self.kill();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match self.spawn() {
-                Ok(()) => return,
-                Err(error) if Instant::now() < deadline => {
-                    eprintln!("restart failed, retrying: {error}");
-                    thread::sleep(Duration::from_millis(50));
-                }
-                Err(error) => panic!("cannot restart the server: {error}"),
-            }
-        }
+        self.process.restart();
     }
 
     /// Starts the killed server again on the same port with other options, e.g. without the
     /// module.
     pub fn restart_with(&mut self, options: Options) {
+        self.process.restart_with(options.module, &options.args());
         self.options = options;
-        self.restart();
     }
 
     /// The server's log.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
-    }
-
-    fn spawn(&mut self) -> Result<(), String> {
-        let mut command = Command::new(server_binary());
-        command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.root)
-            .arg("--logfile")
-            .arg(self.root.join("server.log"));
-        if let Some(password) = &self.options.password {
-            command.args(["--requirepass", password]);
-        }
-        if self.options.module_command && server_major_version() >= 7 {
-            command.args(["--enable-module-command", "yes"]);
-        }
-        if self.options.module {
-            command.arg("--loadmodule").arg(module_path());
-        }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot run `{}`: {e}", server_binary()))?;
-        self.child = Some(child);
-        self.wait_ready()
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                return Err(format!("the server exited ({status}): {}", self.log()));
-            }
-            if ping(self.port) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                return Err(format!("no answer to PING: {}", self.log()));
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = fs::remove_dir_all(&self.root);
-    }
-}
-
-/// Whether a server answers on `port`: `+PONG`, or `-NOAUTH` when it wants a password.
-fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    match stream.read(&mut reply) {
-        Ok(n) => reply[..n].starts_with(b"+PONG") || reply[..n].starts_with(b"-NOAUTH"),
-        Err(_) => false,
+        self.process.log()
     }
 }
 

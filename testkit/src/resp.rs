@@ -81,9 +81,14 @@ pub struct RawConn {
 impl RawConn {
     /// Connects to `host`:`port` (a name, or an IPv4 or IPv6 address without brackets).
     pub fn connect(host: &str, port: u16) -> io::Result<RawConn> {
+        RawConn::connect_with_timeout(host, port, Duration::from_secs(60))
+    }
+
+    /// Like [`RawConn::connect`], with `timeout` for every read and write instead of a minute.
+    pub fn connect_with_timeout(host: &str, port: u16, timeout: Duration) -> io::Result<RawConn> {
         let stream = TcpStream::connect((host, port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(60)))?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
         Ok(RawConn {
             reader: BufReader::new(stream.try_clone()?),
