@@ -7,10 +7,12 @@
 
 use crate::args::Command;
 use crate::error::Error;
-use ratelimit_core::{State, Update};
+use ratelimit_core::{Encoded, State, Update};
 use redis_module::{raw, Context, RedisString};
+use std::cell::Cell;
 use std::os::raw::{c_char, c_int, c_longlong};
-use std::ptr::NonNull;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
 /// One reading of the server's wall clock, taken once per command.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +74,39 @@ pub(crate) fn describe_apis() -> String {
     format!("redis-ratelimit loaded: {clock}; {read}, {write}")
 }
 
+/// The `PXAT` argument of every replicated `SET`, as a string object made once at load
+/// ([`prepare`]): the server takes a reference to a string object where it would allocate and
+/// free a copy of a C string. Null before [`prepare`] and after [`release`], when the C string
+/// is used.
+static PXAT: AtomicPtr<raw::RedisModuleString> = AtomicPtr::new(ptr::null_mut());
+
+/// Makes the string objects the commands reuse. Called at load.
+pub(crate) fn prepare() {
+    // SAFETY: a string made without a context is owned here until `release` frees it.
+    let pxat = unsafe {
+        raw::RedisModule_CreateString.expect("RedisModule_CreateString")(
+            ptr::null_mut(),
+            c"PXAT".as_ptr(),
+            4,
+        )
+    };
+    free_string(PXAT.swap(pxat, Relaxed));
+}
+
+/// Frees what [`prepare`] made. Called at unload.
+pub(crate) fn release() {
+    free_string(PXAT.swap(ptr::null_mut(), Relaxed));
+}
+
+fn free_string(string: *mut raw::RedisModuleString) {
+    if !string.is_null() {
+        // SAFETY: the string was made without a context by `prepare`, and is no longer shared.
+        unsafe {
+            raw::RedisModule_FreeString.expect("RedisModule_FreeString")(ptr::null_mut(), string)
+        };
+    }
+}
+
 /// Whether a key is opened to be read only or also written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
@@ -88,6 +123,25 @@ pub(crate) struct Key<'a> {
     name: &'a RedisString,
     /// Null when a key opened for reading does not exist.
     handle: *mut raw::RedisModuleKey,
+    /// What [`Key::read_state`] found, so that [`Key::write`] can update the value in place and
+    /// leave an unchanged expiry alone.
+    found: Cell<Found>,
+}
+
+/// What the last read of a key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Not read yet.
+    Unknown,
+    /// No key.
+    Absent,
+    /// A string value of `len` bytes, now RAW-encoded (reading it made it so), with the
+    /// absolute expiry `expire_at_ms` when the server reports it exactly
+    /// (`RedisModule_GetAbsExpire`), else `None`.
+    String {
+        len: usize,
+        expire_at_ms: Option<u64>,
+    },
 }
 
 impl<'a> Key<'a> {
@@ -115,6 +169,7 @@ impl<'a> Key<'a> {
             command,
             name,
             handle,
+            found: Cell::new(Found::Unknown),
         }
     }
 
@@ -133,9 +188,10 @@ impl<'a> Key<'a> {
         }
         let handle = NonNull::new(self.handle).ok_or(Error::WrongType)?;
         let mut len = 0usize;
-        // Note: DMA access to a value that is not RAW-encoded (an int or embstr, which is what
-        // most limiter values are) makes Redis unshare and decode it to a RAW string in place,
-        // even in read mode. Harmless for correctness; a candidate for the benchmark work.
+        // DMA access to a value that is not RAW-encoded (an int or embstr, as a replica or a
+        // hand-written SET stores it) makes Redis unshare and decode it to a RAW string in place,
+        // even in read mode. The module keeps its values RAW on the master (see `write`), so this
+        // happens at most once per key there.
         // SAFETY: the key is open and holds a string; the buffer stays valid until the key is
         // modified or closed, which `&self` prevents while the slice lives.
         let bytes = unsafe {
@@ -174,53 +230,127 @@ impl<'a> Key<'a> {
     /// `WRONGTYPE` for another type and with the not-a-limiter error for any other string.
     pub(crate) fn read_state(&self, now_ms: u64) -> Result<Option<State>, Error> {
         let Some(bytes) = self.value()? else {
+            self.found.set(Found::Absent);
             return Ok(None);
         };
         let expire_at_ms = self.expire_at_ms(now_ms);
-        Ok(Some(State::decode(bytes, expire_at_ms)?))
+        let state = State::decode(bytes, expire_at_ms)?;
+        // SAFETY: copies the function pointer (filled in by RedisModule_Init) to test it.
+        let exact = unsafe { raw::RedisModule_GetAbsExpire }.is_some();
+        self.found.set(Found::String {
+            len: bytes.len(),
+            expire_at_ms: if exact { expire_at_ms } else { None },
+        });
+        Ok(Some(state))
     }
 
     /// Stores `update` (value and absolute expiry) and replicates the effect as
     /// `SET key value PXAT expire_at_ms`, so replicas and the AOF hold exactly the master's state.
-    /// The key must have been opened with [`Access::Write`].
+    /// The key must have been opened with [`Access::Write`] and read with [`Key::read_state`].
+    ///
+    /// This is the hot path of every admitted request, so it writes as little as it can. A value
+    /// of the same length as the one read (a count that keeps its number of digits, a GCRA
+    /// arrival time) is overwritten in place through DMA: no allocation, no keyspace change. A
+    /// new key, or a value whose length changed, is written as a fresh RAW string of exactly its
+    /// length (`RedisModule_StringTruncate` on an empty key), the encoding the next read would
+    /// give it anyway. The expiry is set only when it changes: once per window for FIXED and
+    /// SLIDING, on every write for GCRA.
     pub(crate) fn write(&self, update: &Update, now_ms: u64) -> Result<(), Error> {
         let encoded = update.state.encode();
         let bytes = encoded.as_bytes();
-        let expire_at_ms = c_longlong::try_from(update.expire_at_ms).unwrap_or(c_longlong::MAX);
-        let ctx = self.ctx.ctx;
-        // SAFETY: the key is open for writing; the created string is freed after StringSet, which
-        // keeps its own reference.
+        let expire_at = c_longlong::try_from(update.expire_at_ms).unwrap_or(c_longlong::MAX);
+        // SAFETY: the key is open for writing; `found` says what it holds.
         let stored = unsafe {
-            // Note: the master keeps this as an embstr; replicas and AOF replay int-encode
-            // FIXED and GCRA values, since SET tries to. A candidate for the benchmark work.
-            let value = raw::RedisModule_CreateString.expect("RedisModule_CreateString")(
-                ctx,
-                bytes.as_ptr().cast::<c_char>(),
-                bytes.len(),
-            );
-            let set =
-                raw::RedisModule_StringSet.expect("RedisModule_StringSet")(self.handle, value);
-            raw::RedisModule_FreeString.expect("RedisModule_FreeString")(ctx, value);
-            set == raw::REDISMODULE_OK as c_int && self.set_expire_at(expire_at_ms, now_ms)
+            match self.found.get() {
+                Found::String { len, expire_at_ms } if len == bytes.len() => {
+                    self.overwrite(bytes)
+                        && (expire_at_ms == Some(update.expire_at_ms)
+                            || self.set_expire_at(expire_at, now_ms))
+                }
+                found => {
+                    (found == Found::Absent || self.delete())
+                        && self.create(bytes)
+                        && self.set_expire_at(expire_at, now_ms)
+                }
+            }
         };
         if !stored {
             return Err(Error::Internal(self.command));
         }
-        // SAFETY: the format "sbcl" matches the arguments: a RedisModuleString, a buffer and its
-        // length, a C string and a long long.
-        unsafe {
-            raw::RedisModule_Replicate.expect("RedisModule_Replicate")(
-                ctx,
-                c"SET".as_ptr(),
-                c"sbcl".as_ptr(),
-                self.name.inner,
-                bytes.as_ptr().cast::<c_char>(),
-                bytes.len(),
-                c"PXAT".as_ptr(),
-                expire_at_ms,
-            );
-        }
+        self.replicate_set(bytes, expire_at);
         Ok(())
+    }
+
+    /// Overwrites the string value with `bytes`, of the same length, in place. Answers whether
+    /// it could.
+    unsafe fn overwrite(&self, bytes: &[u8]) -> bool {
+        let mut len = 0usize;
+        // WRITE mode unshares the value first if anything else holds it.
+        let data = raw::RedisModule_StringDMA.expect("RedisModule_StringDMA")(
+            self.handle,
+            &mut len,
+            raw::REDISMODULE_WRITE as c_int,
+        );
+        if data.is_null() || len != bytes.len() {
+            return false;
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.cast::<u8>(), len);
+        true
+    }
+
+    /// Deletes the key's value and expiry. Answers whether it could.
+    unsafe fn delete(&self) -> bool {
+        raw::RedisModule_DeleteKey.expect("RedisModule_DeleteKey")(self.handle)
+            == raw::REDISMODULE_OK as c_int
+    }
+
+    /// Writes `bytes` to the key, which must be empty (absent or just deleted), as a new RAW
+    /// string of exactly that length, without expiry. Answers whether it could.
+    unsafe fn create(&self, bytes: &[u8]) -> bool {
+        let created = raw::RedisModule_StringTruncate.expect("RedisModule_StringTruncate")(
+            self.handle,
+            bytes.len(),
+        );
+        created == raw::REDISMODULE_OK as c_int && self.overwrite(bytes)
+    }
+
+    /// Replicates `SET key value PXAT expire_at_ms` to the replicas and the AOF.
+    fn replicate_set(&self, value: &[u8], expire_at_ms: c_longlong) {
+        // Formatted here and passed as a buffer: the server makes one string object of a
+        // buffer, and two allocations of a long long.
+        let expiry = Encoded::decimal(expire_at_ms.max(0) as u64);
+        let expiry = expiry.as_bytes();
+        let pxat = PXAT.load(Relaxed);
+        // SAFETY: each format matches its arguments: "s" a RedisModuleString, "b" a buffer and
+        // its length, "c" a C string.
+        unsafe {
+            let replicate = raw::RedisModule_Replicate.expect("RedisModule_Replicate");
+            if pxat.is_null() {
+                replicate(
+                    self.ctx.ctx,
+                    c"SET".as_ptr(),
+                    c"sbcb".as_ptr(),
+                    self.name.inner,
+                    value.as_ptr().cast::<c_char>(),
+                    value.len(),
+                    c"PXAT".as_ptr(),
+                    expiry.as_ptr().cast::<c_char>(),
+                    expiry.len(),
+                );
+            } else {
+                replicate(
+                    self.ctx.ctx,
+                    c"SET".as_ptr(),
+                    c"sbsb".as_ptr(),
+                    self.name.inner,
+                    value.as_ptr().cast::<c_char>(),
+                    value.len(),
+                    pxat,
+                    expiry.as_ptr().cast::<c_char>(),
+                    expiry.len(),
+                );
+            }
+        }
     }
 
     /// Sets the key's absolute expiry; with only the relative API, as the time left from

@@ -8,10 +8,17 @@
 //!
 //! # Speed
 //! Keys are spread over a power-of-two number of shards (up to 64), each a `Mutex` around a
-//! `HashMap` and the queue of its keys in insertion order, so that threads on different keys
-//! rarely wait for each other. A check hashes its key once, with the standard library's keyed
-//! SipHash (which resists collision floods from chosen keys), and that hash picks the shard and
-//! indexes its map. A check of a stored key does not allocate.
+//! hash table and the queue of its keys in insertion order, so that threads on different keys
+//! rarely wait for each other. A check hashes its key once, and that hash picks the shard and
+//! indexes its table. A check of a stored key does not allocate, and reads the time from the
+//! CPU's counter rather than the system's clock (see [`LocalLimiter::check`]).
+//!
+//! The hash is foldhash's, seeded at random for each limiter, as hashbrown's maps are by
+//! default: several times faster than the standard library's SipHash on short keys. It resists
+//! collision floods from keys chosen blindly; a client able to study the process's timing at
+//! length could in principle learn enough of the seed to build colliding keys. That would only
+//! slow the shard they fall in (a shard holds at most `max_entries / 64` keys beyond 16,384
+//! entries), and never change a decision.
 //!
 //! # Memory
 //! Memory is bounded two ways:
@@ -26,12 +33,12 @@
 //!   headroom over the keys expected to be active at once. Evicting a key forgets what it
 //!   spent: the cap is a memory guard against floods of distinct keys, not a cache.
 
+use foldhash::quality::RandomState;
+use hashbrown::HashTable;
 use ratelimit_core::{decide, Decision, Limit, State, Update, WrongAlgorithm};
-use std::borrow::Borrow;
-use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,8 +54,41 @@ const SWEEP_STEPS: usize = 2;
 /// It is `Send + Sync`; share it in an `Arc`. Checks on different keys rarely contend.
 pub struct LocalLimiter {
     shards: Box<[Padded]>,
-    /// The keyed SipHash of every key, computed once per check for the shard and its map.
+    /// The seeded hash of every key, computed once per check for the shard and its table.
+    /// foldhash's quality variant: the shard is picked by high bits of the hash.
     hasher: RandomState,
+    clock: Clock,
+}
+
+/// The clock of [`LocalLimiter::check`]: the wall clock, read once when the limiter is made,
+/// then carried forward by a monotonic clock that reads the CPU's time-stamp counter (quanta's,
+/// as governor's limiters use; the system's monotonic clock where there is no usable counter).
+/// It reads in about half the time of the system's wall clock (see `bench/`), and never steps
+/// back when the wall clock is set: the limiter's state lives in this process only, so it needs
+/// its time to be steady, not to agree with another machine's. The first limiter of a process
+/// calibrates the counter, which takes about a millisecond.
+struct Clock {
+    clock: quanta::Clock,
+    /// The counter's reading when the limiter was made.
+    origin: u64,
+    origin_us: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let clock = quanta::Clock::new();
+        Clock {
+            origin: clock.raw(),
+            origin_us: wall_clock_us(),
+            clock,
+        }
+    }
+
+    /// Microseconds since the Unix epoch.
+    fn now_us(&self) -> u64 {
+        let elapsed_ns = self.clock.delta_as_nanos(self.origin, self.clock.raw());
+        self.origin_us.saturating_add(elapsed_ns / 1000)
+    }
 }
 
 /// One shard on its own cache lines, so that threads on different shards do not share them.
@@ -56,7 +96,7 @@ pub struct LocalLimiter {
 struct Padded(Mutex<Shard>);
 
 struct Shard {
-    entries: HashMap<Key<Arc<str>>, Entry, BuildHasherDefault<Prehashed>>,
+    entries: HashTable<Slot>,
     /// Every stored key in insertion order. A key removed from `entries` leaves a stale record
     /// here, recognisable because the queue then holds its only reference.
     order: VecDeque<Key<Arc<str>>>,
@@ -72,6 +112,14 @@ struct Entry {
     expire_at_ms: u64,
 }
 
+/// One stored key: its hash (to grow the table without hashing again), its name (shared with
+/// the queue) and its state.
+struct Slot {
+    hash: u64,
+    key: Arc<str>,
+    entry: Entry,
+}
+
 impl LocalLimiter {
     /// A limiter that holds at most `max_entries` keys (at least 1), evicting the oldest first.
     pub fn new(max_entries: usize) -> LocalLimiter {
@@ -84,7 +132,7 @@ impl LocalLimiter {
                 // Shares that add up to exactly `max_entries`.
                 let capacity = max_entries / count + usize::from(index < max_entries % count);
                 Padded(Mutex::new(Shard {
-                    entries: HashMap::default(),
+                    entries: HashTable::new(),
                     order: VecDeque::new(),
                     hand: 0,
                     capacity,
@@ -93,7 +141,8 @@ impl LocalLimiter {
             .collect();
         LocalLimiter {
             shards,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
+            clock: Clock::new(),
         }
     }
 
@@ -109,10 +158,11 @@ impl LocalLimiter {
         now_us: u64,
     ) -> Result<Decision, WrongAlgorithm> {
         let (hash, mut shard) = self.shard(key);
-        shard.check(Key(hash, key), limit, cost, dry_run, now_us)
+        shard.check(Key(hash, key), limit, cost, dry_run, || now_us)
     }
 
-    /// [`LocalLimiter::check_at`] at the wall clock's current time.
+    /// [`LocalLimiter::check_at`] at the current time: the wall clock as it was when the
+    /// limiter was made, plus the time elapsed since on the monotonic clock.
     pub fn check(
         &self,
         key: &str,
@@ -120,20 +170,23 @@ impl LocalLimiter {
         cost: u64,
         dry_run: bool,
     ) -> Result<Decision, WrongAlgorithm> {
-        self.check_at(key, limit, cost, dry_run, now_us())
+        let (hash, mut shard) = self.shard(key);
+        // The clock is read once the key's entry is found: reading the CPU's counter waits for
+        // the instructions before it, so it costs least after the table's cache misses.
+        shard.check(Key(hash, key), limit, cost, dry_run, || self.clock.now_us())
     }
 
     /// Deletes `key`'s state, as `RATELIMIT.RESET` does at `now_us`. Returns whether there was
     /// live (unexpired) state.
     pub fn reset_at(&self, key: &str, now_us: u64) -> bool {
         let (hash, mut shard) = self.shard(key);
-        let entry = shard.entries.remove(&Key(hash, key) as &dyn View);
+        let entry = shard.remove(Key(hash, key));
         entry.is_some_and(|entry| entry.is_live(now_us / 1000))
     }
 
-    /// [`LocalLimiter::reset_at`] at the wall clock's current time.
+    /// [`LocalLimiter::reset_at`] at the current time, as [`LocalLimiter::check`] reads it.
     pub fn reset(&self, key: &str) -> bool {
-        self.reset_at(key, now_us())
+        self.reset_at(key, self.clock.now_us())
     }
 
     /// The number of stored entries, including expired ones that are not yet evicted. Never
@@ -153,7 +206,7 @@ impl LocalLimiter {
     /// Hashes `key` and locks its shard.
     fn shard(&self, key: &str) -> (u64, MutexGuard<'_, Shard>) {
         let hash = self.hasher.hash_one(key);
-        // Bits that the shard's map uses neither for its index (the low ones) nor for its
+        // Bits that the shard's table uses neither for its index (the low ones) nor for its
         // tags (the top seven).
         let index = (hash >> 32) as usize & (self.shards.len() - 1);
         (hash, lock(&self.shards[index]))
@@ -184,7 +237,7 @@ fn lock(shard: &Padded) -> MutexGuard<'_, Shard> {
 }
 
 /// The wall clock in microseconds since the Unix epoch; 0 before it.
-fn now_us() -> u64 {
+fn wall_clock_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| {
@@ -217,16 +270,20 @@ impl Entry {
 }
 
 impl Shard {
+    /// Decides for `key` at the time `now` gives, in microseconds since the epoch.
     fn check(
         &mut self,
         key: Key<&str>,
         limit: &Limit,
         cost: u64,
         dry_run: bool,
-        now_us: u64,
+        now: impl FnOnce() -> u64,
     ) -> Result<Decision, WrongAlgorithm> {
+        let found = self.entries.find_mut(key.0, |slot| slot.is(key));
+        let now_us = now();
         let now_ms = now_us / 1000;
-        if let Some(entry) = self.entries.get_mut(&key as &dyn View) {
+        if let Some(slot) = found {
+            let entry = &mut slot.entry;
             if entry.is_live(now_ms) {
                 let (decision, update) = decide(limit, Some(&entry.state()), now_us, cost)?;
                 if let (Some(update), false) = (update, dry_run) {
@@ -235,7 +292,7 @@ impl Shard {
                 return Ok(decision);
             }
             // Expired: absent, and a new state must take a new place in the insertion order.
-            self.entries.remove(&key as &dyn View);
+            self.remove(key);
         }
         let (decision, update) = decide(limit, None, now_us, cost)?;
         if let (Some(update), false) = (update, dry_run) {
@@ -247,9 +304,14 @@ impl Shard {
     fn insert(&mut self, key: Key<&str>, entry: Entry, now_ms: u64) {
         self.sweep(now_ms);
         while self.entries.len() >= self.capacity && self.evict_oldest() {}
-        let key = Key(key.0, Arc::from(key.1));
-        self.order.push_back(key.clone());
-        self.entries.insert(key, entry);
+        let name: Arc<str> = Arc::from(key.1);
+        self.order.push_back(Key(key.0, Arc::clone(&name)));
+        let slot = Slot {
+            hash: key.0,
+            key: name,
+            entry,
+        };
+        self.entries.insert_unique(key.0, slot, |slot| slot.hash);
         if self.order.len() > 2 * self.entries.len() + 32 {
             self.compact();
         }
@@ -264,13 +326,12 @@ impl Shard {
             let Some(key) = self.order.get(self.hand) else {
                 return;
             };
-            if key.is_stored()
-                && self
-                    .entries
-                    .get(key as &dyn View)
-                    .is_some_and(|entry| !entry.is_live(now_ms))
-            {
-                self.entries.remove(key as &dyn View);
+            if key.is_stored() {
+                let key = Key(key.0, &*key.1);
+                let expired = self.entries.find_entry(key.0, |slot| slot.is(key)).ok();
+                if let Some(found) = expired.filter(|found| !found.get().entry.is_live(now_ms)) {
+                    found.remove();
+                }
             }
             self.hand += 1;
         }
@@ -281,11 +342,17 @@ impl Shard {
         while let Some(key) = self.order.pop_front() {
             self.hand = self.hand.saturating_sub(1);
             if key.is_stored() {
-                self.entries.remove(&key as &dyn View);
+                self.remove(Key(key.0, &*key.1));
                 return true;
             }
         }
         false
+    }
+
+    /// Removes `key`'s entry, if any, and returns it.
+    fn remove(&mut self, key: Key<&str>) -> Option<Entry> {
+        let found = self.entries.find_entry(key.0, |slot| slot.is(key)).ok()?;
+        Some(found.remove().0.entry)
     }
 
     /// Drops the stale records of the queue, keeping the sweep's place; amortized O(1), as it
@@ -302,84 +369,21 @@ impl Shard {
     }
 }
 
-/// A key with its hash, so that the map never hashes a key again: `Key<&str>` to look up,
-/// `Key<Arc<str>>` to store (the map and the queue share the `Arc`).
-#[derive(Clone)]
+/// A key with its hash, so that the table never hashes a key again: `Key<&str>` to look up,
+/// `Key<Arc<str>>` in the queue (which shares the name with the table).
+#[derive(Clone, Copy)]
 struct Key<T>(u64, T);
 
 impl Key<Arc<str>> {
-    /// Whether a queued key is still in the map, which holds the only other reference to it.
+    /// Whether a queued key is still in the table, which holds the only other reference to it.
     fn is_stored(&self) -> bool {
         Arc::strong_count(&self.1) > 1
     }
 }
 
-/// What the map is searched by: any [`Key`], hashed and compared as the stored ones are. A
-/// trait object is how a std `HashMap` with owned keys is searched with borrowed ones of
-/// another type.
-trait View {
-    fn prehash(&self) -> u64;
-    fn name(&self) -> &str;
-}
-
-impl<T: AsRef<str>> View for Key<T> {
-    fn prehash(&self) -> u64 {
-        self.0
-    }
-    fn name(&self) -> &str {
-        self.1.as_ref()
-    }
-}
-
-impl<'a> Borrow<dyn View + 'a> for Key<Arc<str>> {
-    fn borrow(&self) -> &(dyn View + 'a) {
-        self
-    }
-}
-
-impl Hash for dyn View + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.prehash());
-    }
-}
-
-impl PartialEq for dyn View + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.prehash() == other.prehash() && self.name() == other.name()
-    }
-}
-
-impl Eq for dyn View + '_ {}
-
-impl Hash for Key<Arc<str>> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0);
-    }
-}
-
-impl PartialEq for Key<Arc<str>> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0 && self.1 == other.1
-    }
-}
-
-impl Eq for Key<Arc<str>> {}
-
-/// The map's hasher: the keys come hashed.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is ever called; fold anything else rather than lose it.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
+impl Slot {
+    /// Whether this slot holds `key`.
+    fn is(&self, key: Key<&str>) -> bool {
+        self.hash == key.0 && *self.key == *key.1
     }
 }

@@ -57,8 +57,8 @@ impl Units {
     /// `K`, GCRA units per emission interval, for a limit of `count` per `period_us` with
     /// `burst`: computed once, when the [`Limit`] is built.
     pub(crate) fn per_interval(count: u64, period_us: u64, burst: u64) -> u64 {
-        let (count, period) = (u128::from(count), u128::from(period_us));
-        let exact = period / gcd(count, period);
+        // In 64 bits: both fit, and a 128-bit remainder is a slow library call.
+        let exact = u128::from(period_us / gcd(count, period_us));
         let span = u128::from(burst) + 1;
         let k = if span * exact <= MAX_SPAN {
             exact
@@ -67,6 +67,27 @@ impl Units {
         };
         // K <= period_us, which fits in 64 bits.
         k as u64
+    }
+
+    /// GCRA units per microsecond, `limit * K / period_us`, when it is a whole number (always,
+    /// unless `K` was lowered): then every instant is a whole number of units and [`decide`]
+    /// takes its 64-bit path. 0 otherwise. Computed once, when the [`Limit`] is built.
+    pub(crate) fn whole_per_us(count: u64, period_us: u64, k: u64) -> u64 {
+        // In 64 bits when it fits, as it does for any usual limit: a 128-bit remainder is slow.
+        if let Some(per_us) = count.checked_mul(k) {
+            return if per_us % period_us == 0 {
+                per_us / period_us
+            } else {
+                0
+            };
+        }
+        let per_us = u128::from(count) * u128::from(k);
+        let period = u128::from(period_us);
+        if per_us % period == 0 {
+            u64::try_from(per_us / period).unwrap_or(0)
+        } else {
+            0
+        }
     }
 
     /// `now` in GCRA units, as its floor modulo 2^62 and the remainder in 1/period_us units.
@@ -81,7 +102,7 @@ impl Units {
     }
 }
 
-fn gcd(mut a: u128, mut b: u128) -> u128 {
+fn gcd(mut a: u64, mut b: u64) -> u64 {
     while b != 0 {
         (a, b) = (b, a % b);
     }
@@ -135,6 +156,132 @@ fn stored_tat(units: &Units, s: GcraState, now_us: u64, capacity: u64) -> i128 {
 }
 
 pub(crate) fn decide(
+    limit: &Limit,
+    state: Option<GcraState>,
+    now_us: u64,
+    cost: u64,
+) -> (Decision, Option<Update>) {
+    match limit.gcra_units_per_us() {
+        0 => decide_scaled(limit, state, now_us, cost),
+        per_us => decide_whole(limit, per_us, state, now_us, cost),
+    }
+}
+
+/// [`decide`] when a microsecond is a whole number `u` of GCRA units, as it is unless `K` was
+/// lowered. `now` is then the whole number of units `now_us * u`, and every quantity of
+/// [`decide_scaled`] is that one times `period_us` with no remainder: the same computation in
+/// units, where everything fits 64 bits (`(burst + 1) * K <= 2^60`) and each division is by a
+/// 64-bit number, instead of 128-bit divisions, which are slow library calls. The results are
+/// identical (see the tests).
+fn decide_whole(
+    limit: &Limit,
+    u: u64,
+    state: Option<GcraState>,
+    now_us: u64,
+    cost: u64,
+) -> (Decision, Option<Update>) {
+    let capacity = limit.burst();
+    let k = limit.gcra_units_per_interval();
+    // now_us * u modulo 2^62, which divides 2^64: a wrapping product loses nothing.
+    let now_floor = now_us.wrapping_mul(u) & (GCRA_MODULUS - 1);
+    // Relative to `now_floor`, in units; `now` itself is 0.
+    let tolerance = capacity * k;
+    let base = match state {
+        Some(s) => whole_stored_tat(u, k, s, now_us, now_floor, capacity),
+        None => 0,
+    };
+
+    let time_ms = |units: u64| (units.div_ceil(u).div_ceil(1000)).min(MAX_TIME_MS);
+    let remaining = |tat: u64| tolerance.saturating_sub(tat) / k;
+
+    if cost > capacity {
+        let decision = Decision {
+            allowed: false,
+            limit: capacity,
+            remaining: remaining(base),
+            reset_after_ms: time_ms(base),
+            retry_after_ms: Decision::NEVER,
+        };
+        return (decision, None);
+    }
+    // cost <= capacity, so cost * k <= tolerance < 2^60, and base <= tolerance + 1.
+    let spent = cost * k;
+    if base + spent > tolerance {
+        let decision = Decision {
+            allowed: false,
+            limit: capacity,
+            remaining: remaining(base),
+            reset_after_ms: time_ms(base),
+            retry_after_ms: i64::try_from(time_ms(base + spent - tolerance)).unwrap_or(i64::MAX),
+        };
+        return (decision, None);
+    }
+
+    let tat = base + spent;
+    let decision = Decision {
+        allowed: true,
+        limit: capacity,
+        remaining: remaining(tat),
+        reset_after_ms: time_ms(tat),
+        retry_after_ms: 0,
+    };
+    let update = (cost > 0).then(|| {
+        let expire_at_ms = now_us
+            .saturating_add(tat.div_ceil(u))
+            .div_ceil(1000)
+            .min(MAX_TIME_MS);
+        Update {
+            state: State::Gcra(GcraState {
+                tat: now_floor.wrapping_add(tat) & (GCRA_MODULUS - 1),
+                expire_at_ms: Some(expire_at_ms),
+            }),
+            expire_at_ms,
+        }
+    });
+    (decision, update)
+}
+
+/// [`stored_tat`] in whole units, for [`decide_whole`]: the arrival time relative to `now`,
+/// from 0 (`now` or earlier: only `max(tat, now)` is ever used) to `capacity * k + 1`.
+fn whole_stored_tat(
+    u: u64,
+    k: u64,
+    s: GcraState,
+    now_us: u64,
+    now_floor: u64,
+    capacity: u64,
+) -> u64 {
+    let most = capacity * k + 1;
+    let half = GCRA_MODULUS / 2;
+    let forward = s.tat.wrapping_sub(now_floor) & (GCRA_MODULUS - 1);
+    let from_value = i128::from(forward)
+        - if forward < half {
+            0
+        } else {
+            i128::from(GCRA_MODULUS)
+        };
+    let tat = match s.expire_at_ms {
+        Some(expire_at_ms) if expire_at_ms < MAX_TIME_MS => {
+            let until_expiry_us = i128::from(expire_at_ms) * 1000 - i128::from(now_us);
+            let u = i128::from(u);
+            let latest = if until_expiry_us > i128::from(most / u as u64) + 1 {
+                i128::from(most) + u
+            } else {
+                until_expiry_us * u
+            };
+            if from_value <= latest && from_value > latest - 1001 * u {
+                from_value
+            } else {
+                latest
+            }
+        }
+        _ => from_value,
+    };
+    tat.clamp(0, i128::from(most)) as u64
+}
+
+/// [`decide`] in the general case, where a microsecond is a fraction of a GCRA unit.
+fn decide_scaled(
     limit: &Limit,
     state: Option<GcraState>,
     now_us: u64,
@@ -203,4 +350,107 @@ pub(crate) fn decide(
         }
     });
     (decision, update)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Algorithm, MAX_COUNT, MAX_PERIOD_MS};
+    use proptest::prelude::*;
+
+    fn gcra_limits() -> impl Strategy<Value = Limit> {
+        let count = prop_oneof![
+            2 => 1u64..=20,
+            1 => 1u64..=MAX_COUNT,
+            1 => prop::sample::select(vec![3, 97, 100, 1_000, 999_983, 1_000_000, MAX_COUNT]),
+        ];
+        let period = prop_oneof![
+            2 => 1u64..=20_000,
+            1 => 1u64..=MAX_PERIOD_MS,
+            1 => prop::sample::select(vec![
+                1,
+                7,
+                1_000,
+                60_000,
+                3_600_000,
+                30 * 86_400_000,
+                MAX_PERIOD_MS,
+            ]),
+        ];
+        let burst = prop_oneof![
+            2 => Just(None),
+            2 => (1u64..=20).prop_map(Some),
+            1 => (1u64..=MAX_COUNT).prop_map(Some),
+        ];
+        (count, period, burst).prop_map(|(count, period, burst)| {
+            Limit::new(Algorithm::Gcra, count, period, burst).expect("valid by construction")
+        })
+    }
+
+    /// A stored state around `now_us`: an arrival time some units away from now, with an
+    /// expiry that agrees with it, disagrees, or is absent; or anything at all.
+    fn states(now_us: u64) -> impl Strategy<Value = Option<GcraState>> {
+        let near = (
+            any::<i32>(),
+            prop_oneof![Just(None), (-2_000i64..=2_000_000).prop_map(Some)],
+        );
+        prop_oneof![
+            1 => Just(None),
+            3 => near.prop_map(move |(offset, expiry)| Some(GcraState {
+                tat: (now_us as i128 + offset as i128).rem_euclid(GCRA_MODULUS as i128) as u64,
+                expire_at_ms: expiry.map(|ms| (now_us / 1000).saturating_add_signed(ms)),
+            })),
+            1 => (0..GCRA_MODULUS, prop::option::of(0..MAX_TIME_MS + 2))
+                .prop_map(|(tat, expire_at_ms)| Some(GcraState { tat, expire_at_ms })),
+        ]
+    }
+
+    proptest! {
+        // Random limits often lower K (a huge burst over a long period): those are skipped.
+        #![proptest_config(ProptestConfig {
+            cases: 20_000,
+            max_global_rejects: 100_000,
+            ..ProptestConfig::default()
+        })]
+
+        /// The 64-bit path decides exactly as the general one, wherever it applies.
+        #[test]
+        fn whole_units_decide_as_the_general_path(
+            limit in gcra_limits(),
+            (now_us, state) in (0u64..1 << 53).prop_flat_map(|now| (Just(now), states(now))),
+            cost in prop_oneof![4 => 0u64..=3, 1 => 0u64..=MAX_COUNT],
+            unit_tat in any::<bool>(),
+        ) {
+            let u = limit.gcra_units_per_us();
+            prop_assume!(u > 0);
+            // A stored arrival time is in units: optionally make it `now` in units plus a bit.
+            let state = state.map(|mut s| {
+                if unit_tat {
+                    let now_units = now_us.wrapping_mul(u) & (GCRA_MODULUS - 1);
+                    s.tat = now_units.wrapping_add(s.tat % 4096) & (GCRA_MODULUS - 1);
+                }
+                s
+            });
+            prop_assert_eq!(
+                decide_whole(&limit, u, state, now_us, cost),
+                decide_scaled(&limit, state, now_us, cost)
+            );
+        }
+    }
+
+    #[test]
+    fn round_configurations_take_the_whole_path() {
+        for (count, period_ms) in [
+            (100, 60_000),
+            (1_000, 1_000),
+            (3, 10_000),
+            (1_000_000, 3_600_000),
+        ] {
+            let limit = Limit::new(Algorithm::Gcra, count, period_ms, None).unwrap();
+            assert!(limit.gcra_units_per_us() > 0, "{count} per {period_ms} ms");
+        }
+        let lowered =
+            Limit::new(Algorithm::Gcra, 999_983, 30 * 86_400_000, Some(MAX_COUNT)).unwrap();
+        assert_eq!(lowered.gcra_units_per_us(), 0);
+    }
 }

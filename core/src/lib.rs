@@ -65,6 +65,9 @@ pub struct WrongAlgorithm {
 /// Returns the decision and, when the request is admitted with a cost above zero, the update to
 /// store. A denied request, or one of cost 0, returns no update: nothing changes. A dry run is the
 /// same call with the update ignored. Fails only when `state` belongs to another algorithm.
+// Inlined into the callers in other crates (the module, the in-memory limiter), so that the
+// decision and the update are built in place rather than copied out.
+#[inline]
 pub fn decide(
     limit: &Limit,
     state: Option<&State>,

@@ -85,6 +85,9 @@ pub struct Limit {
     burst: u64,
     /// GCRA's units per emission interval (see the `gcra` module); 0 for other algorithms.
     gcra_k: u64,
+    /// GCRA's units per microsecond when that is a whole number, else 0 (see the `gcra`
+    /// module); 0 for other algorithms.
+    gcra_per_us: u64,
 }
 
 impl Limit {
@@ -108,9 +111,13 @@ impl Limit {
             Some(b) if (1..=MAX_COUNT).contains(&b) => b,
             Some(_) => return Err(LimitError::Burst),
         };
-        let gcra_k = match algorithm {
-            Algorithm::Gcra => crate::gcra::Units::per_interval(limit, period_ms * 1000, burst),
-            _ => 0,
+        let (gcra_k, gcra_per_us) = match algorithm {
+            Algorithm::Gcra => {
+                let period_us = period_ms * 1000;
+                let k = crate::gcra::Units::per_interval(limit, period_us, burst);
+                (k, crate::gcra::Units::whole_per_us(limit, period_us, k))
+            }
+            _ => (0, 0),
         };
         Ok(Limit {
             algorithm,
@@ -118,6 +125,7 @@ impl Limit {
             period_ms,
             burst,
             gcra_k,
+            gcra_per_us,
         })
     }
 
@@ -149,6 +157,11 @@ impl Limit {
     /// GCRA's units per emission interval, computed once here rather than on every decision.
     pub(crate) fn gcra_units_per_interval(&self) -> u64 {
         self.gcra_k
+    }
+
+    /// GCRA's units per microsecond when a whole number, else 0; computed once here.
+    pub(crate) fn gcra_units_per_us(&self) -> u64 {
+        self.gcra_per_us
     }
 
     /// The capacity reported in decisions: `burst` for GCRA, `limit` otherwise.

@@ -26,15 +26,19 @@ pub fn integer_in(text: &[u8], min: u64, max: u64) -> Option<u64> {
 pub fn period_ms(text: &[u8]) -> Option<u64> {
     let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
     let (number, unit) = text.split_at(digits);
-    let scale: u64 = match unit.to_ascii_lowercase().as_slice() {
-        b"" | b"s" => 1000,
-        b"ms" => 1,
-        b"m" => 60_000,
-        b"h" => 3_600_000,
-        b"d" => 86_400_000,
-        _ => return None,
-    };
-    let ms = integer_in(number, 1, u64::MAX)?.checked_mul(scale)?;
+    // Compared without lowering a copy: this runs on every command, and must not allocate.
+    const UNITS: [(&[u8], u64); 6] = [
+        (b"", 1000),
+        (b"s", 1000),
+        (b"ms", 1),
+        (b"m", 60_000),
+        (b"h", 3_600_000),
+        (b"d", 86_400_000),
+    ];
+    let (_, scale) = UNITS
+        .iter()
+        .find(|(name, _)| unit.eq_ignore_ascii_case(name))?;
+    let ms = integer_in(number, 1, u64::MAX)?.checked_mul(*scale)?;
     (1..=MAX_PERIOD_MS).contains(&ms).then_some(ms)
 }
 

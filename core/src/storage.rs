@@ -93,18 +93,41 @@ impl Encoded {
         self.len += bytes.len();
     }
 
+    /// Appends `value` in decimal, two digits per division: this runs on every write.
     fn push_u64(&mut self, mut value: u64) {
+        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+            2021222324252627282930313233343536373839\
+            4041424344454647484950515253545556575859\
+            6061626364656667686970717273747576777879\
+            8081828384858687888990919293949596979899";
         let mut digits = [0u8; 20];
         let mut start = digits.len();
-        loop {
+        while value >= 100 {
+            let pair = (value % 100) as usize * 2;
+            value /= 100;
+            start -= 2;
+            digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        }
+        if value >= 10 {
+            let pair = value as usize * 2;
+            start -= 2;
+            digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        } else {
             start -= 1;
-            digits[start] = b'0' + (value % 10) as u8;
-            value /= 10;
-            if value == 0 {
-                break;
-            }
+            digits[start] = b'0' + value as u8;
         }
         self.push(&digits[start..]);
+    }
+
+    /// A bare decimal number, as the module writes the expiry of the `SET … PXAT` it
+    /// replicates.
+    pub fn decimal(value: u64) -> Encoded {
+        let mut out = Encoded {
+            buf: [0; 64],
+            len: 0,
+        };
+        out.push_u64(value);
+        out
     }
 }
 
@@ -293,5 +316,22 @@ mod tests {
         });
         assert_eq!(gcra.encode().as_bytes(), b"-1732893841");
         assert_eq!(gcra.encode().as_integer(), Some(-1_732_893_841));
+    }
+
+    #[test]
+    fn writes_decimals() {
+        let mut value = 1u64;
+        let mut cases = vec![0, 9, 10, 99, 100, 101, 999, 1000, u64::MAX, u64::MAX - 1];
+        while let Some(next) = value.checked_mul(10) {
+            cases.extend([value - 1, value, value + 1, value * 5]);
+            value = next;
+        }
+        for value in cases {
+            assert_eq!(
+                Encoded::decimal(value).as_bytes(),
+                value.to_string().as_bytes(),
+                "{value}"
+            );
+        }
     }
 }
