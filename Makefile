@@ -10,6 +10,7 @@
 #   make docker-test  build the image, run it, and run the integration tests against it
 #   make servers fetch the matrix's Redis 6.2.14 and Valkey 8.1.8 into .cache/servers/
 #   make fuzz    long randomized run of tests/fuzz.rs (FUZZ_CASES=1000000)
+#   make bench   run the benchmarks (bench/) and regenerate BENCHMARKS.md (about 12 minutes)
 #   make lint    rustfmt check and clippy with warnings as errors
 #   make clean   remove build output
 #
@@ -112,6 +113,16 @@ docker-test: docker
 
 fuzz: build
 	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release --test fuzz -- --nocapture
+
+# bench/ is a workspace of its own, so that criterion and governor are never built by `make
+# test`; its build goes to target/bench. First the criterion benches, then the server
+# benchmarks, which read the criterion results and write BENCHMARKS.md.
+BENCH_TARGET := $(CURDIR)/target/bench
+.PHONY: bench
+bench: build
+	CARGO_TARGET_DIR="$(BENCH_TARGET)" $(CARGO) bench --manifest-path bench/Cargo.toml
+	CARGO_TARGET_DIR="$(BENCH_TARGET)" $(CARGO) run --release --manifest-path bench/Cargo.toml \
+		--bin report -- --criterion "$(BENCH_TARGET)/criterion" --out "$(CURDIR)/BENCHMARKS.md"
 
 lint: deps
 	$(CARGO) fmt --all -- --check
