@@ -10,7 +10,7 @@
 #   make docker-test  build the image, run it, and run the integration tests against it
 #   make servers fetch the matrix's Redis 6.2.14 and Valkey 8.1.8 into .cache/servers/
 #   make fuzz    long randomized run of tests/fuzz.rs (FUZZ_CASES=1000000)
-#   make bench   run the benchmarks (bench/) and regenerate BENCHMARKS.md (about 12 minutes)
+#   make bench   run the benchmarks (bench/) and regenerate BENCHMARKS.md (about 10 minutes)
 #   make lint    rustfmt check and clippy with warnings as errors
 #   make clean   remove build output
 #

@@ -191,7 +191,7 @@ fn decide_whole(
         None => 0,
     };
 
-    let time_ms = |units: u64| (units.div_ceil(u).div_ceil(1000)).min(MAX_TIME_MS);
+    let time_ms = |units: u64| (units_to_us(units, u).div_ceil(1000)).min(MAX_TIME_MS);
     let remaining = |tat: u64| tolerance.saturating_sub(tat) / k;
 
     if cost > capacity {
@@ -227,7 +227,7 @@ fn decide_whole(
     };
     let update = (cost > 0).then(|| {
         let expire_at_ms = now_us
-            .saturating_add(tat.div_ceil(u))
+            .saturating_add(units_to_us(tat, u))
             .div_ceil(1000)
             .min(MAX_TIME_MS);
         Update {
@@ -239,6 +239,18 @@ fn decide_whole(
         }
     });
     (decision, update)
+}
+
+/// `units` GCRA units in microseconds, rounded up. Round configurations (a limit that divides
+/// the period in microseconds, such as 100 per minute) count one unit per microsecond: then no
+/// division, which is the slowest arithmetic of a decision.
+#[inline]
+fn units_to_us(units: u64, u: u64) -> u64 {
+    if u == 1 {
+        units
+    } else {
+        units.div_ceil(u)
+    }
 }
 
 /// [`stored_tat`] in whole units, for [`decide_whole`]: the arrival time relative to `now`,
@@ -263,8 +275,10 @@ fn whole_stored_tat(
     let tat = match s.expire_at_ms {
         Some(expire_at_ms) if expire_at_ms < MAX_TIME_MS => {
             let until_expiry_us = i128::from(expire_at_ms) * 1000 - i128::from(now_us);
+            // Floor division, skipped for one unit per microsecond, as in `units_to_us`.
+            let most_us = if u == 1 { most } else { most / u };
             let u = i128::from(u);
-            let latest = if until_expiry_us > i128::from(most / u as u64) + 1 {
+            let latest = if until_expiry_us > i128::from(most_us) + 1 {
                 i128::from(most) + u
             } else {
                 until_expiry_us * u
