@@ -4,25 +4,10 @@
 //! drift: `bench/src/overhead.rs`.)
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ratelimit_bench::overhead::raw_check;
 use ratelimit_bench::Server;
 use ratelimit_client::{Algorithm, Config, Limit, RedisStore};
 use std::time::Duration;
-
-/// Exactly what the store sends for the benchmark's limit (`module::check`), through redis-rs.
-async fn raw_check(conn: &mut redis::aio::MultiplexedConnection) {
-    let reply: Vec<i64> = redis::cmd("RATELIMIT.CHECK")
-        .arg("ratelimit:bench:raw")
-        .arg(1_000_000_000_000_000u64)
-        .arg("315360000000ms")
-        .arg("ALGORITHM")
-        .arg("FIXED")
-        .arg("COST")
-        .arg(1)
-        .query_async(conn)
-        .await
-        .expect("a reply");
-    assert_eq!(reply[0], 1);
-}
 
 fn bench(c: &mut Criterion) {
     let server = Server::start();

@@ -76,8 +76,9 @@ pub fn measure(server: &Server, pairs: usize) -> Overhead {
     })
 }
 
-/// Exactly what the store sends for this limit (`module::check`), through redis-rs.
-async fn raw_check(conn: &mut redis::aio::MultiplexedConnection) {
+/// Exactly what the store sends for the benchmark's limit (`module::check`), through redis-rs;
+/// also used by the criterion bench `benches/client.rs`.
+pub async fn raw_check(conn: &mut redis::aio::MultiplexedConnection) {
     let reply: Vec<i64> = redis::cmd("RATELIMIT.CHECK")
         .arg("ratelimit:bench:raw")
         .arg(1_000_000_000_000_000u64)
