@@ -12,6 +12,7 @@
 #   make fuzz    long randomized run of tests/fuzz.rs (FUZZ_CASES=1000000)
 #   make bench   run the benchmarks (bench/) and regenerate BENCHMARKS.md (about 10 minutes)
 #   make lint    rustfmt check and clippy with warnings as errors
+#   make lua     rebuild client/lua/ratelimit.lua, the Lua fallback, from its parts
 #   make clean   remove build output
 #
 # Everything is built with --release so dependencies compile once and the
@@ -123,6 +124,12 @@ bench: build
 	CARGO_TARGET_DIR="$(BENCH_TARGET)" $(CARGO) bench --manifest-path bench/Cargo.toml
 	CARGO_TARGET_DIR="$(BENCH_TARGET)" $(CARGO) run --release --manifest-path bench/Cargo.toml \
 		--bin report -- --criterion "$(BENCH_TARGET)/criterion" --out "$(CURDIR)/BENCHMARKS.md"
+
+# The one script users load: the parts of client/lua/bundle.txt, in order. A client test checks
+# that the committed file is up to date.
+.PHONY: lua
+lua:
+	cd client/lua && cat $$(cat bundle.txt) > ratelimit.lua
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -1,9 +1,9 @@
--- Shared helpers of the redis-ratelimit Lua fallback, first in both scripts: constants, exact
--- arithmetic on doubles, and the storage format's decoder.
+-- Shared helpers of the redis-ratelimit Lua fallback: constants, exact arithmetic on doubles,
+-- and the storage format's decoder.
 --
--- The check script is lib.lua, bignum.lua, fixed.lua, sliding.lua, gcra.lua and check.lua,
--- concatenated in that order (see client/src/script.rs); the reset script is lib.lua and
--- reset.lua. Each file only defines locals that the later files use.
+-- The script users load is ratelimit.lua, the concatenation of the parts listed in bundle.txt,
+-- in that order (`make lua` writes it; a test checks it is up to date). Each part only defines
+-- locals that the later parts use; main.lua, last, dispatches on ARGV[1].
 --
 -- Lua 5.1 numbers are doubles, exact for integers below 2^53. Every value that can exceed that
 -- (SLIDING's products, GCRA's units and its stored arrival time modulo 2^62, stored counts up to

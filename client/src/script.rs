@@ -8,13 +8,9 @@
 //! An admitted request writes `SET key value PXAT expire_at_ms`, which Redis replicates as an
 //! effect, as the module does. They run on Redis 6.2, 7.x and Valkey 8.
 //!
-//! The scripts are sent with `EVALSHA`, and loaded again by [`redis::Script`] when the server
-//! answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
-//!
-//! Arguments of `check.lua`: `KEYS[1]` is the key; `ARGV` holds the algorithm (`FIXED`,
-//! `SLIDING` or `GCRA`), the limit, the period in milliseconds, the burst (0 for the default),
-//! the cost and the dry-run flag (0 or 1); then, for tests only, the clock in microseconds and a
-//! flag that forces the bignum path. `reset.lua` takes only the key.
+//! The commands are one script, `lua/ratelimit.lua`, whose `ARGV[1]` names the command and
+//! whose header documents the arguments. It is sent with `EVALSHA`, and loaded again by
+//! [`redis::Script`] when the server answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
 //!
 //! The clock is the server's `TIME`, in whole milliseconds on servers older than Redis 7.2, as
 //! the module reads it there, so that the module and the script see the same instants.
@@ -25,23 +21,10 @@ use redis::{ErrorKind, RedisError, RedisResult, Script};
 
 use crate::module::decision_from_reply;
 
-/// The source of the check script: the shared helpers, the bignum library, one file per
-/// algorithm, then the entry point. Public only for tests, which run it with extra arguments.
+/// The script: the parts of `lua/bundle.txt`, concatenated by `make lua`. Public only for
+/// tests, which run it with extra arguments.
 #[doc(hidden)]
-pub const CHECK_SOURCE: &str = concat!(
-    include_str!("../lua/lib.lua"),
-    include_str!("../lua/bignum.lua"),
-    include_str!("../lua/fixed.lua"),
-    include_str!("../lua/sliding.lua"),
-    include_str!("../lua/gcra.lua"),
-    include_str!("../lua/check.lua")
-);
-
-/// The reset script: the shared helpers, then the entry point.
-const RESET_SOURCE: &str = concat!(
-    include_str!("../lua/lib.lua"),
-    include_str!("../lua/reset.lua")
-);
+pub const SOURCE: &str = include_str!("../lua/ratelimit.lua");
 
 /// The latest clock the scripts accept, 2^53 - 1 microseconds (the year 2255): Lua numbers are
 /// exact integers only below 2^53.
@@ -49,11 +32,10 @@ const MAX_NOW_US: u64 = (1 << 53) - 1;
 
 /// Runs the rate limiter as Lua scripts inside Redis, with the module's exact contract.
 ///
-/// It holds the two scripts; it is cheap to clone and can be shared by every connection.
+/// It holds the script; it is cheap to clone and can be shared by every connection.
 #[derive(Debug, Clone)]
 pub struct ScriptBackend {
-    check: Script,
-    reset: Script,
+    script: Script,
 }
 
 impl Default for ScriptBackend {
@@ -63,11 +45,10 @@ impl Default for ScriptBackend {
 }
 
 impl ScriptBackend {
-    /// Prepares the scripts (computes their SHA1); nothing is sent to the server yet.
+    /// Prepares the script (computes its SHA1); nothing is sent to the server yet.
     pub fn new() -> ScriptBackend {
         ScriptBackend {
-            check: Script::new(CHECK_SOURCE),
-            reset: Script::new(RESET_SOURCE),
+            script: Script::new(SOURCE),
         }
     }
 
@@ -127,7 +108,7 @@ impl ScriptBackend {
     where
         C: ConnectionLike + Send,
     {
-        let deleted: i64 = self.reset.key(key).invoke_async(conn).await?;
+        let deleted: i64 = self.script.key(key).arg("reset").invoke_async(conn).await?;
         Ok(deleted == 1)
     }
 
@@ -153,8 +134,9 @@ impl ScriptBackend {
             Algorithm::Gcra => limit.burst(),
             _ => 0,
         };
-        let mut invocation = self.check.key(key);
+        let mut invocation = self.script.key(key);
         invocation
+            .arg("check")
             .arg(limit.algorithm().name())
             .arg(limit.limit())
             .arg(limit.period_ms())
@@ -173,12 +155,27 @@ impl ScriptBackend {
 mod tests {
     use super::*;
 
+    use std::path::Path;
+
+    /// `lua/ratelimit.lua` is exactly the parts of `lua/bundle.txt`, in order: edit the parts and
+    /// run `make lua`.
     #[test]
-    fn scripts_start_with_the_shared_helpers() {
-        assert!(CHECK_SOURCE.starts_with("-- Shared helpers"));
-        assert!(CHECK_SOURCE.contains("local function bn_divmod"));
-        assert!(CHECK_SOURCE.contains("local function gcra("));
-        assert!(CHECK_SOURCE.contains("SET', key, new_value, 'PXAT'"));
-        assert!(RESET_SOURCE.contains("redis.call('DEL', key)"));
+    fn the_script_is_its_parts() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("lua");
+        let list = std::fs::read_to_string(dir.join("bundle.txt")).unwrap();
+        let parts: String = list
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|name| {
+                std::fs::read_to_string(dir.join(name.trim()))
+                    .unwrap_or_else(|e| panic!("lua/{name}: {e}"))
+            })
+            .collect();
+        assert!(
+            parts == SOURCE,
+            "lua/ratelimit.lua is not the concatenation of the parts in lua/bundle.txt: run `make lua`"
+        );
+        assert!(SOURCE.contains("local function bn_divmod"));
+        assert!(SOURCE.contains("SET', key, new_value, 'PXAT'"));
     }
 }

@@ -174,7 +174,7 @@ async fn scripts_reload_on_each_node(cluster: &Cluster, store: &RedisStore) {
 }
 
 async fn script_loaded(cluster: &Cluster, port: u16) -> bool {
-    let sha = redis::Script::new(ratelimit_client::script::CHECK_SOURCE)
+    let sha = redis::Script::new(ratelimit_client::script::SOURCE)
         .get_hash()
         .to_string();
     let exists: Vec<bool> = call(&mut cluster.con(port).await, &["SCRIPT", "EXISTS", &sha]).await;

@@ -186,9 +186,9 @@ fn error_text(error: &redis::RedisError) -> (Option<String>, Option<String>) {
 // counts and arrival times, keys without expiry or with an expiry that disagrees with the value)
 // are injected with SET.
 
-/// The script's source, invoked directly to force its bignum path (`ARGV[8]`).
+/// The script's source, invoked directly to force its bignum path (`ARGV[9]`).
 fn exact_path_script() -> redis::Script {
-    redis::Script::new(ratelimit_client::script::CHECK_SOURCE)
+    redis::Script::new(ratelimit_client::script::SOURCE)
 }
 
 fn interesting_limits() -> Vec<Limit> {
@@ -497,6 +497,7 @@ async fn exact_sequence(
                     counts.forced_exact += 1;
                     let reply: Vec<i64> = exact_path
                         .key(key)
+                        .arg("check")
                         .arg(limit.algorithm().name())
                         .arg(limit.limit())
                         .arg(limit.period_ms())

@@ -1,0 +1,19 @@
+-- redis-ratelimit's Lua fallback: the RATELIMIT.* commands as one script, for servers without
+-- the module. It gives the module's decisions, replies and errors, and reads and writes the same
+-- keys, so that a deployment can switch between the module and this script without resetting
+-- anyone's limits, and clients in any language can share limits with those using the module.
+-- It runs on Redis 6.2, 7.x and Valkey 8.
+--
+-- Load it once and call it by its SHA1 (clients reload it on NOSCRIPT):
+--
+--   $ redis-cli SCRIPT LOAD "$(cat ratelimit.lua)"
+--   "<sha1>"
+--   $ redis-cli EVALSHA <sha1> 1 rl:user42 check FIXED 10 60000 0 1 0
+--
+-- ARGV[1] names the command; the others are positional, with periods in milliseconds (see each
+-- command below). The caller validates the numbers as the module would (limit and burst 1 to
+-- 10^15, cost 0 to 10^15, period 1 ms to 3650 days); the script assumes they are valid.
+--
+-- This file is generated: it is the parts listed in bundle.txt, concatenated in that order by
+-- `make lua`. Edit the parts, not this file.
+
