@@ -35,7 +35,7 @@
 
 use foldhash::quality::RandomState;
 use hashbrown::HashTable;
-use ratelimit_core::{decide, Decision, Limit, State, Update, WrongAlgorithm};
+use ratelimit_core::{decide, Change, Decision, Limit, State, Update, WrongAlgorithm};
 use std::collections::VecDeque;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -257,15 +257,9 @@ impl Entry {
         now_ms <= self.expire_at_ms
     }
 
-    /// The state as the module reads it back: FIXED's window end is the key's expiry.
+    /// The state as the module reads it back, with the key's expiry.
     fn state(&self) -> State {
-        match self.state {
-            State::Fixed(mut fixed) => {
-                fixed.window_end_ms = Some(self.expire_at_ms);
-                State::Fixed(fixed)
-            }
-            other => other,
-        }
+        self.state.with_expiry(self.expire_at_ms)
     }
 }
 
@@ -285,20 +279,21 @@ impl Shard {
         if let Some(slot) = found {
             let entry = &mut slot.entry;
             if entry.is_live(now_ms) {
-                let (decision, update) = decide(limit, Some(&entry.state()), now_us, cost)?;
-                if let (Some(update), false) = (update, dry_run) {
+                let outcome = decide(limit, Some(&entry.state()), now_us, cost, false)?;
+                // Every entry has an expiry: only a store can change it.
+                if let (Change::Store(update), false) = (outcome.change, dry_run) {
                     *entry = Entry::from_update(update);
                 }
-                return Ok(decision);
+                return Ok(outcome.decision);
             }
             // Expired: absent, and a new state must take a new place in the insertion order.
             self.remove(key);
         }
-        let (decision, update) = decide(limit, None, now_us, cost)?;
-        if let (Some(update), false) = (update, dry_run) {
+        let outcome = decide(limit, None, now_us, cost, false)?;
+        if let (Change::Store(update), false) = (outcome.change, dry_run) {
             self.insert(key, Entry::from_update(update), now_ms);
         }
-        Ok(decision)
+        Ok(outcome.decision)
     }
 
     fn insert(&mut self, key: Key<&str>, entry: Entry, now_ms: u64) {

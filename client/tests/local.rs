@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use ratelimit_client::local::LocalLimiter;
-use ratelimit_core::{decide, Algorithm, Decision, Limit, State, WrongAlgorithm};
+use ratelimit_core::{decide, Algorithm, Change, Decision, Limit, State, WrongAlgorithm};
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -176,19 +176,16 @@ impl Reference {
         let now_ms = now_us / 1000;
         self.0
             .retain(|_, (_, expire_at_ms)| now_ms <= *expire_at_ms);
-        let state = self.0.get(key).map(|(state, expire_at_ms)| match *state {
-            State::Fixed(mut fixed) => {
-                fixed.window_end_ms = Some(*expire_at_ms);
-                State::Fixed(fixed)
-            }
-            other => other,
-        });
-        let (decision, update) = decide(limit, state.as_ref(), now_us, cost)?;
-        if let (Some(update), false) = (update, dry_run) {
+        let state = self
+            .0
+            .get(key)
+            .map(|(state, expire_at_ms)| state.with_expiry(*expire_at_ms));
+        let outcome = decide(limit, state.as_ref(), now_us, cost, false)?;
+        if let (Change::Store(update), false) = (outcome.change, dry_run) {
             self.0
                 .insert(key.to_owned(), (update.state, update.expire_at_ms));
         }
-        Ok(decision)
+        Ok(outcome.decision)
     }
 
     fn reset(&mut self, key: &str, now_us: u64) -> bool {

@@ -19,7 +19,7 @@ mod common;
 
 use common::Server;
 use ratelimit_client::script::ScriptBackend;
-use ratelimit_core::{decide, Algorithm, Decision, Limit, State, MAX_COUNT, MAX_PERIOD_MS};
+use ratelimit_core::{decide, Algorithm, Change, Decision, Limit, State, MAX_COUNT, MAX_PERIOD_MS};
 use redis::aio::MultiplexedConnection;
 
 const HOUR_MS: u64 = 3_600_000;
@@ -491,7 +491,8 @@ async fn exact_sequence(
                 let capacity = limit.capacity();
                 let cost = random_cost(rng, capacity, last.map_or(capacity, |d| d.remaining));
                 let dry_run = rng.chance(15);
-                let (expected, update) = decide(&limit, state.as_ref(), now, cost).unwrap();
+                let outcome = decide(&limit, state.as_ref(), now, cost, false).unwrap();
+                let expected = outcome.decision;
                 let forced = rng.chance(30);
                 let actual = if forced {
                     counts.forced_exact += 1;
@@ -532,11 +533,22 @@ async fn exact_sequence(
                 } else {
                     counts.denied += 1;
                 }
-                if let (Some(update), false) = (update, dry_run) {
-                    held = Some((
-                        update.state.encode().as_bytes().to_vec(),
-                        Some(update.expire_at_ms),
-                    ));
+                if !dry_run {
+                    match outcome.change {
+                        Change::Keep => {}
+                        Change::Store(update) => {
+                            held = Some((
+                                update.state.encode().as_bytes().to_vec(),
+                                Some(update.expire_at_ms),
+                            ))
+                        }
+                        Change::Expire(at) => {
+                            if let Some((_, expiry)) = held.as_mut() {
+                                *expiry = Some(at);
+                            }
+                        }
+                        Change::Delete => held = None,
+                    }
                 }
                 last = Some(expected);
             }

@@ -29,7 +29,10 @@
 //! first spent from. That errs toward denial by less than `1/K` of a unit (`K >= 1152`).
 
 use crate::storage::GCRA_MODULUS;
-use crate::{div_ceil_u128, us_to_ms_ceil, Decision, GcraState, Limit, State, Update, MAX_TIME_MS};
+use crate::{
+    div_ceil_u128, us_to_ms_ceil, Change, Decision, GcraState, Limit, Outcome, State, Update,
+    MAX_TIME_MS,
+};
 
 /// The largest product `(burst + 1) * K`, which bounds every stored distance from `now`.
 const MAX_SPAN: u128 = 1 << 60;
@@ -120,25 +123,34 @@ fn distance(from: u64, to: u64) -> i128 {
     }
 }
 
-/// The stored arrival time, relative to `now`'s floor and scaled by `period_us`, as in `decide`.
+/// How far ahead of now an arrival time may be, in GCRA units: the debt of `FORCE` saturates
+/// there. 2^60 keeps every distance recoverable modulo 2^62, and bounds every tolerance too
+/// (`(burst + 1) * K <= 2^60`). For a limit that divides the period in microseconds (100 per
+/// minute) it is 2^60 µs, 36,000 years; in general, at least `burst + 1` units of cost.
+pub(crate) const MAX_AHEAD: u64 = MAX_SPAN as u64;
+
+/// The stored arrival time, relative to `now`'s floor and scaled by `period_us`, as in
+/// [`decide_scaled`]; at most [`MAX_AHEAD`] units ahead.
 ///
 /// The value is trusted when it agrees with the key's expiry, which is the same time rounded up
 /// to the millisecond. When they disagree, the value was written under another limit or period
 /// (whose GCRA units differ) or the expiry was changed by hand: the expiry, which means the same
-/// in every configuration, is used instead. A distance beyond the tolerance cannot have been
-/// written under this limit either; it is read as an empty bucket.
-fn stored_tat(units: &Units, s: GcraState, now_us: u64, capacity: u64) -> i128 {
+/// in every configuration, is used instead.
+fn stored_tat(units: &Units, s: GcraState, now_us: u64) -> i128 {
     let (now_floor, now_rest) = units.now(now_us);
     let p = units.period as i128;
     let per_us = units.per_us as i128;
-    let most = (i128::from(capacity) * units.k as i128 + 1) * p;
+    let most = i128::from(MAX_AHEAD) * p;
     let from_value = distance(now_floor, s.tat) * p;
     let tat = match s.expire_at_ms {
         Some(expire_at_ms) if expire_at_ms < MAX_TIME_MS => {
             let until_expiry_us = i128::from(expire_at_ms) * 1000 - i128::from(now_us);
-            // Beyond the tolerance either way; capped before multiplying, so it cannot overflow.
-            let latest = if until_expiry_us > most / per_us + 1 {
+            // Beyond the range either way; capped before multiplying, so it cannot overflow.
+            let far = most / per_us + 1;
+            let latest = if until_expiry_us > far {
                 most + per_us
+            } else if until_expiry_us < -far {
+                -most - per_us
             } else {
                 until_expiry_us * per_us + now_rest as i128
             };
@@ -160,85 +172,211 @@ pub(crate) fn decide(
     state: Option<GcraState>,
     now_us: u64,
     cost: u64,
-) -> (Decision, Option<Update>) {
+    force: bool,
+) -> Outcome {
     match limit.gcra_units_per_us() {
-        0 => decide_scaled(limit, state, now_us, cost),
-        per_us => decide_whole(limit, per_us, state, now_us, cost),
+        0 => decide_scaled(limit, state, now_us, cost, force),
+        per_us => decide_whole(limit, per_us, state, now_us, cost, force),
     }
+}
+
+pub(crate) fn refund(
+    limit: &Limit,
+    state: Option<GcraState>,
+    now_us: u64,
+    amount: u64,
+) -> (u64, Change) {
+    match limit.gcra_units_per_us() {
+        0 => refund_scaled(limit, state, now_us, amount),
+        per_us => refund_whole(limit, per_us, state, now_us, amount),
+    }
+}
+
+/// Whether the key this state was read from lacks an expiry, and so needs the one its state
+/// implies.
+fn without_expiry(state: Option<GcraState>) -> bool {
+    state.is_some_and(|s| s.expire_at_ms.is_none())
 }
 
 /// [`decide`] when a microsecond is a whole number `u` of GCRA units, as it is unless `K` was
 /// lowered. `now` is then the whole number of units `now_us * u`, and every quantity of
 /// [`decide_scaled`] is that one times `period_us` with no remainder: the same computation in
-/// units, where everything fits 64 bits (`(burst + 1) * K <= 2^60`) and each division is by a
-/// 64-bit number, instead of 128-bit divisions, which are slow library calls. The results are
-/// identical (see the tests).
+/// units, where everything fits 64 bits (distances are at most [`MAX_AHEAD`] = 2^60) and each
+/// division is by a 64-bit number, instead of 128-bit divisions, which are slow library calls.
+/// The results are identical (see the tests).
 fn decide_whole(
     limit: &Limit,
     u: u64,
     state: Option<GcraState>,
     now_us: u64,
     cost: u64,
-) -> (Decision, Option<Update>) {
+    force: bool,
+) -> Outcome {
     let capacity = limit.burst();
     let k = limit.gcra_units_per_interval();
-    // now_us * u modulo 2^62, which divides 2^64: a wrapping product loses nothing.
-    let now_floor = now_us.wrapping_mul(u) & (GCRA_MODULUS - 1);
-    // Relative to `now_floor`, in units; `now` itself is 0.
+    let whole = Whole::new(u, now_us);
+    // Relative to `now`, in units; `now` itself is 0.
     let tolerance = capacity * k;
     let base = match state {
-        Some(s) => whole_stored_tat(u, k, s, now_us, now_floor, capacity),
+        Some(s) => whole.backlog(s),
         None => 0,
     };
 
-    let time_ms = |units: u64| (units_to_us(units, u).div_ceil(1000)).min(MAX_TIME_MS);
-    let remaining = |tat: u64| tolerance.saturating_sub(tat) / k;
-
-    if cost > capacity {
-        let decision = Decision {
-            allowed: false,
-            limit: capacity,
-            remaining: remaining(base),
-            reset_after_ms: time_ms(base),
-            retry_after_ms: Decision::NEVER,
-        };
-        return (decision, None);
-    }
-    // cost <= capacity, so cost * k <= tolerance < 2^60, and base <= tolerance + 1.
-    let spent = cost * k;
-    if base + spent > tolerance {
-        let decision = Decision {
-            allowed: false,
-            limit: capacity,
-            remaining: remaining(base),
-            reset_after_ms: time_ms(base),
-            retry_after_ms: i64::try_from(time_ms(base + spent - tolerance)).unwrap_or(i64::MAX),
-        };
-        return (decision, None);
-    }
-
-    let tat = base + spent;
-    let decision = Decision {
-        allowed: true,
-        limit: capacity,
-        remaining: remaining(tat),
-        reset_after_ms: time_ms(tat),
-        retry_after_ms: 0,
+    // At most MAX_AHEAD, as is `base`, so their sum cannot overflow. Below the capacity, it is
+    // at most the tolerance, below 2^60 too.
+    let spent = cost.saturating_mul(k).min(MAX_AHEAD);
+    let fits = cost <= capacity && base + spent <= tolerance;
+    let spends = cost > 0 && (fits || force);
+    let tat = if spends {
+        (base + spent).min(MAX_AHEAD)
+    } else {
+        base
     };
-    let update = (cost > 0).then(|| {
-        let expire_at_ms = now_us
-            .saturating_add(units_to_us(tat, u))
+    let retry_after_ms = if fits {
+        0
+    } else if force {
+        whole.signed_ms(tat + k - tolerance)
+    } else if cost <= capacity {
+        whole.signed_ms(base + spent - tolerance)
+    } else {
+        Decision::NEVER
+    };
+    let decision = Decision {
+        allowed: fits,
+        limit: capacity,
+        remaining: tolerance.saturating_sub(tat) / k,
+        reset_after_ms: whole.time_ms(tat),
+        retry_after_ms,
+    };
+    let change = if spends {
+        Change::Store(whole.store(tat))
+    } else {
+        whole.repair(state, base)
+    };
+    Outcome {
+        decision,
+        change,
+        window: 0,
+    }
+}
+
+/// [`refund`] in whole units: the arrival time moves back by `amount * K` units, never before
+/// now.
+fn refund_whole(
+    limit: &Limit,
+    u: u64,
+    state: Option<GcraState>,
+    now_us: u64,
+    amount: u64,
+) -> (u64, Change) {
+    let k = limit.gcra_units_per_interval();
+    let whole = Whole::new(u, now_us);
+    let base = match state {
+        Some(s) => whole.backlog(s),
+        None => 0,
+    };
+    let moved = amount.saturating_mul(k).min(base);
+    let change = match base - moved {
+        _ if moved == 0 => whole.repair(state, base),
+        0 => Change::Delete,
+        left => Change::Store(whole.store(left)),
+    };
+    (moved.div_ceil(k), change)
+}
+
+/// The instant `now` in a limit's whole units, for [`decide_whole`] and [`refund_whole`].
+struct Whole {
+    /// GCRA units per microsecond.
+    u: u64,
+    now_us: u64,
+    /// `now_us * u` modulo 2^62.
+    now_floor: u64,
+}
+
+impl Whole {
+    fn new(u: u64, now_us: u64) -> Whole {
+        Whole {
+            u,
+            now_us,
+            // now_us * u modulo 2^62, which divides 2^64: a wrapping product loses nothing.
+            now_floor: now_us.wrapping_mul(u) & (GCRA_MODULUS - 1),
+        }
+    }
+
+    /// `units` in whole milliseconds, rounded up, capped at [`MAX_TIME_MS`].
+    fn time_ms(&self, units: u64) -> u64 {
+        (units_to_us(units, self.u).div_ceil(1000)).min(MAX_TIME_MS)
+    }
+
+    fn signed_ms(&self, units: u64) -> i64 {
+        i64::try_from(self.time_ms(units)).unwrap_or(i64::MAX)
+    }
+
+    /// The key's expiry for an arrival time `tat` units from now: that time rounded up to the
+    /// millisecond.
+    fn expiry_ms(&self, tat: u64) -> u64 {
+        self.now_us
+            .saturating_add(units_to_us(tat, self.u))
             .div_ceil(1000)
-            .min(MAX_TIME_MS);
+            .min(MAX_TIME_MS)
+    }
+
+    fn store(&self, tat: u64) -> Update {
+        let expire_at_ms = self.expiry_ms(tat);
         Update {
             state: State::Gcra(GcraState {
-                tat: now_floor.wrapping_add(tat) & (GCRA_MODULUS - 1),
+                tat: self.now_floor.wrapping_add(tat) & (GCRA_MODULUS - 1),
                 expire_at_ms: Some(expire_at_ms),
             }),
             expire_at_ms,
         }
-    });
-    (decision, update)
+    }
+
+    /// What a key without expiry needs when nothing else is written: the expiry of its arrival
+    /// time, or its deletion when that time is not ahead of now.
+    fn repair(&self, state: Option<GcraState>, base: u64) -> Change {
+        match (without_expiry(state), base) {
+            (false, _) => Change::Keep,
+            (true, 0) => Change::Delete,
+            (true, base) => Change::Expire(self.expiry_ms(base)),
+        }
+    }
+
+    /// [`stored_tat`] in whole units: the arrival time relative to `now`, from 0 (`now` or
+    /// earlier: only `max(tat, now)` is ever used) to [`MAX_AHEAD`].
+    fn backlog(&self, s: GcraState) -> u64 {
+        let (u, most) = (self.u, MAX_AHEAD);
+        let half = GCRA_MODULUS / 2;
+        let forward = s.tat.wrapping_sub(self.now_floor) & (GCRA_MODULUS - 1);
+        let from_value = i128::from(forward)
+            - if forward < half {
+                0
+            } else {
+                i128::from(GCRA_MODULUS)
+            };
+        let tat = match s.expire_at_ms {
+            Some(expire_at_ms) if expire_at_ms < MAX_TIME_MS => {
+                let until_expiry_us = i128::from(expire_at_ms) * 1000 - i128::from(self.now_us);
+                // Floor division, skipped for one unit per microsecond, as in `units_to_us`.
+                let far = i128::from(if u == 1 { most } else { most / u }) + 1;
+                let u = i128::from(u);
+                let latest = if until_expiry_us > far {
+                    i128::from(most) + u
+                } else if until_expiry_us < -far {
+                    -i128::from(most) - u
+                } else {
+                    until_expiry_us * u
+                };
+                if from_value <= latest && from_value > latest - 1001 * u {
+                    from_value
+                } else {
+                    latest
+                }
+            }
+            _ => from_value,
+        };
+        tat.clamp(0, i128::from(most)) as u64
+    }
 }
 
 /// `units` GCRA units in microseconds, rounded up. Round configurations (a limit that divides
@@ -253,45 +391,85 @@ fn units_to_us(units: u64, u: u64) -> u64 {
     }
 }
 
-/// [`stored_tat`] in whole units, for [`decide_whole`]: the arrival time relative to `now`,
-/// from 0 (`now` or earlier: only `max(tat, now)` is ever used) to `capacity * k + 1`.
-fn whole_stored_tat(
-    u: u64,
-    k: u64,
-    s: GcraState,
+/// The instant `now` in a limit's general units, for [`decide_scaled`] and [`refund_scaled`]:
+/// everything is relative to `now`'s floor and scaled by `period_us`, so that `now` itself is
+/// the exact integer `now` (its remainder).
+struct Scaled {
+    units: Units,
     now_us: u64,
     now_floor: u64,
-    capacity: u64,
-) -> u64 {
-    let most = capacity * k + 1;
-    let half = GCRA_MODULUS / 2;
-    let forward = s.tat.wrapping_sub(now_floor) & (GCRA_MODULUS - 1);
-    let from_value = i128::from(forward)
-        - if forward < half {
-            0
-        } else {
-            i128::from(GCRA_MODULUS)
-        };
-    let tat = match s.expire_at_ms {
-        Some(expire_at_ms) if expire_at_ms < MAX_TIME_MS => {
-            let until_expiry_us = i128::from(expire_at_ms) * 1000 - i128::from(now_us);
-            // Floor division, skipped for one unit per microsecond, as in `units_to_us`.
-            let most_us = if u == 1 { most } else { most / u };
-            let u = i128::from(u);
-            let latest = if until_expiry_us > i128::from(most_us) + 1 {
-                i128::from(most) + u
-            } else {
-                until_expiry_us * u
-            };
-            if from_value <= latest && from_value > latest - 1001 * u {
-                from_value
-            } else {
-                latest
-            }
+    /// `now`'s remainder, scaled.
+    now: i128,
+    p: i128,
+    k: i128,
+}
+
+impl Scaled {
+    fn new(limit: &Limit, now_us: u64) -> Scaled {
+        let units = Units::of(limit);
+        let (now_floor, now_rest) = units.now(now_us);
+        Scaled {
+            p: units.period as i128,
+            k: units.k as i128,
+            units,
+            now_us,
+            now_floor,
+            now: now_rest as i128,
         }
-        _ => from_value,
-    };
-    tat.clamp(0, i128::from(most)) as u64
+    }
+
+    /// The arrival time's distance ahead of now, scaled, at least 0.
+    fn backlog(&self, state: Option<GcraState>) -> i128 {
+        match state {
+            Some(s) => (stored_tat(&self.units, s, self.now_us) - self.now).max(0),
+            None => 0,
+        }
+    }
+
+    /// `cost` intervals, scaled, at most [`MAX_AHEAD`] units.
+    fn spent(&self, cost: u64) -> i128 {
+        let units = (u128::from(cost) * self.units.k).min(u128::from(MAX_AHEAD));
+        units as i128 * self.p
+    }
+
+    fn time_ms(&self, scaled: i128) -> u64 {
+        us_to_ms_ceil(div_ceil_u128(scaled.max(0) as u128, self.units.per_us))
+    }
+
+    fn signed_ms(&self, scaled: i128) -> i64 {
+        i64::try_from(self.time_ms(scaled)).unwrap_or(i64::MAX)
+    }
+
+    /// The arrival time `backlog` ahead of now, rounded up to a whole unit (it is already whole
+    /// unless `K` was lowered; see the module documentation), and the key's expiry for it.
+    fn rounded(&self, backlog: i128) -> (u128, u64) {
+        let stored = div_ceil_u128((self.now + backlog) as u128, self.units.period);
+        let full_in_us = div_ceil_u128(
+            (stored as i128 * self.p - self.now) as u128,
+            self.units.per_us,
+        );
+        let expire_at_ms = us_to_ms_ceil(u128::from(self.now_us) + full_in_us);
+        (stored, expire_at_ms)
+    }
+
+    fn store(&self, backlog: i128) -> Update {
+        let (stored, expire_at_ms) = self.rounded(backlog);
+        Update {
+            state: State::Gcra(GcraState {
+                tat: (u128::from(self.now_floor) + stored) as u64 % GCRA_MODULUS,
+                expire_at_ms: Some(expire_at_ms),
+            }),
+            expire_at_ms,
+        }
+    }
+
+    fn repair(&self, state: Option<GcraState>, backlog: i128) -> Change {
+        match (without_expiry(state), backlog) {
+            (false, _) => Change::Keep,
+            (true, 0) => Change::Delete,
+            (true, backlog) => Change::Expire(self.rounded(backlog).1),
+        }
+    }
 }
 
 /// [`decide`] in the general case, where a microsecond is a fraction of a GCRA unit.
@@ -300,70 +478,68 @@ fn decide_scaled(
     state: Option<GcraState>,
     now_us: u64,
     cost: u64,
-) -> (Decision, Option<Update>) {
+    force: bool,
+) -> Outcome {
     let capacity = limit.burst();
-    let units = Units::of(limit);
-    let (now_floor, now_rest) = units.now(now_us);
+    let at = Scaled::new(limit, now_us);
+    let unit = at.k * at.p;
+    let tolerance = i128::from(capacity) * unit;
+    let most = i128::from(MAX_AHEAD) * at.p;
+    let base = at.backlog(state);
 
-    // Everything below is relative to `now_floor` and scaled by `period_us`, so that `now`
-    // itself is the exact integer `now_rest`.
-    let p = units.period as i128;
-    let k = units.k as i128;
-    let now = now_rest as i128;
-    let tolerance = i128::from(capacity) * k * p;
-    let tat = match state {
-        Some(s) => stored_tat(&units, s, now_us, capacity),
-        None => i128::MIN,
+    let spent = at.spent(cost);
+    let fits = cost <= capacity && base + spent <= tolerance;
+    let spends = cost > 0 && (fits || force);
+    let tat = if spends {
+        (base + spent).min(most)
+    } else {
+        base
     };
-    let base = tat.max(now);
-
-    let time_ms = |scaled: i128| us_to_ms_ceil(div_ceil_u128(scaled.max(0) as u128, units.per_us));
-    let remaining = |tat: i128| {
-        let room = (tolerance - (tat.max(now) - now)).max(0);
-        (room / (k * p)) as u64
+    let retry_after_ms = if fits {
+        0
+    } else if force {
+        at.signed_ms(tat + unit - tolerance)
+    } else if cost <= capacity {
+        at.signed_ms(base + spent - tolerance)
+    } else {
+        Decision::NEVER
     };
-
-    let spent = i128::from(cost) * k * p;
-    let admitted = cost <= capacity && base + spent - now <= tolerance;
-    if !admitted {
-        let retry_after_ms = if cost > capacity {
-            Decision::NEVER
-        } else {
-            i64::try_from(time_ms(base + spent - tolerance - now)).unwrap_or(i64::MAX)
-        };
-        let decision = Decision {
-            allowed: false,
-            limit: capacity,
-            remaining: remaining(base),
-            reset_after_ms: time_ms(base - now),
-            retry_after_ms,
-        };
-        return (decision, None);
-    }
-
-    let tat = base + spent;
     let decision = Decision {
-        allowed: true,
+        allowed: fits,
         limit: capacity,
-        remaining: remaining(tat),
-        reset_after_ms: time_ms(tat - now),
-        retry_after_ms: 0,
+        remaining: ((tolerance - tat).max(0) / unit) as u64,
+        reset_after_ms: at.time_ms(tat),
+        retry_after_ms,
     };
-    let update = (cost > 0).then(|| {
-        // Round the stored arrival time up to a whole unit; it is already whole unless `K`
-        // was lowered (see the module documentation).
-        let stored = div_ceil_u128(tat as u128, units.period);
-        let full_in_us = div_ceil_u128((stored as i128 * p - now) as u128, units.per_us);
-        let expire_at_ms = us_to_ms_ceil(u128::from(now_us) + full_in_us);
-        Update {
-            state: State::Gcra(GcraState {
-                tat: (u128::from(now_floor) + stored) as u64 % GCRA_MODULUS,
-                expire_at_ms: Some(expire_at_ms),
-            }),
-            expire_at_ms,
-        }
-    });
-    (decision, update)
+    let change = if spends {
+        Change::Store(at.store(tat))
+    } else {
+        at.repair(state, base)
+    };
+    Outcome {
+        decision,
+        change,
+        window: 0,
+    }
+}
+
+/// [`refund`] in the general case.
+fn refund_scaled(
+    limit: &Limit,
+    state: Option<GcraState>,
+    now_us: u64,
+    amount: u64,
+) -> (u64, Change) {
+    let at = Scaled::new(limit, now_us);
+    let base = at.backlog(state);
+    let moved = at.spent(amount).min(base);
+    let change = match base - moved {
+        _ if moved == 0 => at.repair(state, base),
+        0 => Change::Delete,
+        left => Change::Store(at.store(left)),
+    };
+    let refunded = div_ceil_u128(moved as u128, (at.k * at.p) as u128);
+    (refunded as u64, change)
 }
 
 #[cfg(test)]
@@ -434,6 +610,7 @@ mod tests {
             (now_us, state) in (0u64..1 << 53).prop_flat_map(|now| (Just(now), states(now))),
             cost in prop_oneof![4 => 0u64..=3, 1 => 0u64..=MAX_COUNT],
             unit_tat in any::<bool>(),
+            force in any::<bool>(),
         ) {
             let u = limit.gcra_units_per_us();
             prop_assume!(u > 0);
@@ -446,8 +623,12 @@ mod tests {
                 s
             });
             prop_assert_eq!(
-                decide_whole(&limit, u, state, now_us, cost),
-                decide_scaled(&limit, state, now_us, cost)
+                decide_whole(&limit, u, state, now_us, cost, force),
+                decide_scaled(&limit, state, now_us, cost, force)
+            );
+            prop_assert_eq!(
+                refund_whole(&limit, u, state, now_us, cost),
+                refund_scaled(&limit, state, now_us, cost)
             );
         }
     }

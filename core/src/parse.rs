@@ -20,6 +20,16 @@ pub fn integer_in(text: &[u8], min: u64, max: u64) -> Option<u64> {
     (min..=max).contains(&value).then_some(value)
 }
 
+/// Parses a stored count as `INCR` reads a value: canonical decimal digits, `0` or a first digit
+/// from 1 to 9 (no sign, no leading zero, no spaces), up to `u64::MAX`.
+pub fn canonical_u64(text: &[u8]) -> Option<u64> {
+    match text {
+        [b'0'] => Some(0),
+        [b'1'..=b'9', ..] => integer_in(text, 0, u64::MAX),
+        _ => None,
+    }
+}
+
 /// Parses a period: an integer of seconds (`60`) or an integer with a unit `ms`, `s`, `m`, `h`
 /// or `d` in any letter case (`1500ms`, `10s`, `5m`, `2h`, `1d`). Returns milliseconds, from 1 to
 /// 3650 days.
@@ -72,6 +82,29 @@ mod tests {
         assert_eq!(integer_in(b"5", 1, 4), None);
         assert_eq!(integer_in(b"0", 1, 4), None);
         assert_eq!(integer_in(b"4", 1, 4), Some(4));
+    }
+
+    #[test]
+    fn canonical_integers() {
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (b"0", Some(0)),
+            (b"5", Some(5)),
+            (b"12345", Some(12_345)),
+            (b"18446744073709551615", Some(u64::MAX)),
+            (b"18446744073709551616", None),
+            (b"05", None),
+            (b"00", None),
+            (b"007", None),
+            (b"", None),
+            (b"-1", None),
+            (b"+1", None),
+            (b" 1", None),
+            (b"1 ", None),
+            (b"1.0", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(canonical_u64(text), *expected, "{text:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,12 @@
 //! | GCRA | `-(1 + tat)`, a negative integer from `-2^62` to `-1`; `tat` is the theoretical arrival time in GCRA units, modulo 2^62 (see the `gcra` module) | `-1732893840123457` |
 //!
 //! The three shapes cannot be mistaken for each other, and FIXED and GCRA values are integers,
-//! which Redis can keep int-encoded.
+//! which Redis can keep int-encoded. Numbers are canonical, as `INCR` reads them: no sign (but
+//! GCRA's minus), no leading zero, no spaces. Anything else is no limiter's state.
+//!
+//! The key's expiry is part of the state: FIXED's window end, GCRA's arrival time to the
+//! millisecond, and SLIDING's `(window + 2) * period`, which tells whether the value was written
+//! under the same period.
 
 use crate::limit::Algorithm;
 use std::fmt;
@@ -34,6 +39,9 @@ pub struct SlidingState {
     pub previous: u64,
     /// Units spent in `window`.
     pub current: u64,
+    /// The key's absolute expiry in milliseconds since the epoch, `(window + 2) * period` when
+    /// written under the period in use; `None` for a key without expiry.
+    pub expire_at_ms: Option<u64>,
 }
 
 /// The state of a GCRA limiter.
@@ -147,9 +155,35 @@ impl State {
         }
     }
 
-    /// Reads a stored value. `expire_at_ms` is the key's absolute expiry, which is FIXED's window
-    /// end and GCRA's arrival time to the millisecond. Fails on anything that is not one of the
-    /// three shapes.
+    /// The same state as read from a key whose absolute expiry is `expire_at_ms`.
+    pub fn with_expiry(self, expire_at_ms: u64) -> State {
+        match self {
+            State::Fixed(s) => State::Fixed(FixedState {
+                window_end_ms: Some(expire_at_ms),
+                ..s
+            }),
+            State::Sliding(s) => State::Sliding(SlidingState {
+                expire_at_ms: Some(expire_at_ms),
+                ..s
+            }),
+            State::Gcra(s) => State::Gcra(GcraState {
+                expire_at_ms: Some(expire_at_ms),
+                ..s
+            }),
+        }
+    }
+
+    /// Whether the key this state was read from has an expiry.
+    pub fn has_expiry(&self) -> bool {
+        match self {
+            State::Fixed(s) => s.window_end_ms.is_some(),
+            State::Sliding(s) => s.expire_at_ms.is_some(),
+            State::Gcra(s) => s.expire_at_ms.is_some(),
+        }
+    }
+
+    /// Reads a stored value. `expire_at_ms` is the key's absolute expiry (see the module
+    /// documentation). Fails on anything that is not one of the three shapes.
     pub fn decode(value: &[u8], expire_at_ms: Option<u64>) -> Result<State, DecodeError> {
         if let Some(rest) = value.strip_prefix(b"s:") {
             let mut fields = rest.split(|&b| b == b':');
@@ -158,6 +192,7 @@ impl State {
                 window: next()?,
                 previous: next()?,
                 current: next()?,
+                expire_at_ms,
             };
             return match fields.next() {
                 None => Ok(State::Sliding(state)),
@@ -206,13 +241,15 @@ impl State {
 }
 
 fn parse_u64(text: &[u8]) -> Option<u64> {
-    crate::parse::integer_in(text, 0, u64::MAX)
+    crate::parse::canonical_u64(text)
 }
 
+/// A canonical decimal `i64`: `0`, digits without a leading zero, or `-` and such digits.
 fn parse_i64(text: &[u8]) -> Option<i64> {
     match text.strip_prefix(b"-") {
         Some(digits) => {
-            let magnitude = crate::parse::integer_in(digits, 1, i64::MAX as u64 + 1)?;
+            let magnitude =
+                parse_u64(digits).filter(|&m| (1..=i64::MAX as u64 + 1).contains(&m))?;
             Some((magnitude as i64).wrapping_neg())
         }
         None => i64::try_from(parse_u64(text)?).ok(),
@@ -264,13 +301,21 @@ mod tests {
             (b"9223372036854775808", None, Err(DecodeError)),
             (
                 b"s:12:3:4",
-                None,
+                Some(14),
                 Ok(State::Sliding(SlidingState {
                     window: 12,
                     previous: 3,
                     current: 4,
+                    expire_at_ms: Some(14),
                 })),
             ),
+            (b"s:012:3:4", None, Err(DecodeError)),
+            (b"s:12:03:4", None, Err(DecodeError)),
+            (b"05", None, Err(DecodeError)),
+            (b"00", None, Err(DecodeError)),
+            (b"-05", None, Err(DecodeError)),
+            (b"+5", None, Err(DecodeError)),
+            (b" 5", None, Err(DecodeError)),
             (b"s:12:3", None, Err(DecodeError)),
             (b"s:12:3:4:5", None, Err(DecodeError)),
             (b"s:12:-3:4", None, Err(DecodeError)),
@@ -304,6 +349,7 @@ mod tests {
             window: u64::MAX,
             previous: u64::MAX,
             current: 0,
+            expire_at_ms: None,
         });
         assert_eq!(
             sliding.encode().as_bytes(),

@@ -207,7 +207,7 @@ proptest! {
     ) {
         let states = [
             State::Fixed(FixedState { count, window_end_ms: Some(end) }),
-            State::Sliding(SlidingState { window, previous, current }),
+            State::Sliding(SlidingState { window, previous, current, expire_at_ms: Some(end) }),
             State::Gcra(GcraState { tat, expire_at_ms: Some(end) }),
         ];
         for state in states {

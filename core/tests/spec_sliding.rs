@@ -70,3 +70,40 @@ fn huge_limits_and_periods() {
     ];
     run_table(limit, START, MAX, &rows);
 }
+
+/// Shortening the period never forgets what was spent: counts written under another period
+/// are held in full until the key's old expiry (issue: three units spent on `3 2s`, then
+/// `3 1s`, were admitted at once).
+#[test]
+fn a_shorter_period_holds_what_was_spent() {
+    let two_seconds = Limit::new(Algorithm::Sliding, 3, 2_000, None).unwrap();
+    let one_second = Limit::new(Algorithm::Sliding, 3, 1_000, None).unwrap();
+    let mut sim = Sim::new(two_seconds, START);
+    sim.now_us = START + 500_000;
+    let d = sim.check(3, false);
+    assert_eq!((d.allowed, d.remaining, d.reset_after_ms), (true, 0, 3_500));
+    // The key expires at the end of the next 2 s window: 4 s after the start.
+    sim.limit = one_second;
+    sim.limit_changed = true;
+    #[rustfmt::skip]
+    let steps = [
+        step(600,   Op::Check, 1, (0, 0, 3_400, 3_400)),
+        step(600,   Op::Quota, 1, (0, 0, 3_400, 3_400)),
+        step(600,   Op::Refund(None), 1, (0, 0, 3_400, 3_400)), // held counts get nothing back
+        step(3_999, Op::Check, 1, (0, 0,     1, 1)),
+        step(4_000, Op::Check, 1, (1, 2, 2_000, 0)),
+    ];
+    run_steps(&mut sim, START, &steps);
+
+    // A longer period holds them the same way, until their own expiry.
+    let mut sim = Sim::new(one_second, START);
+    sim.check(3, false);
+    sim.limit = Limit::new(Algorithm::Sliding, 3, 3_600_000, None).unwrap();
+    sim.limit_changed = true;
+    #[rustfmt::skip]
+    let steps = [
+        step(1_999, Op::Check, 1, (0, 0, 1, 1)),
+        step(2_000, Op::Check, 3, (1, 0, 7_198_000, 0)),
+    ];
+    run_steps(&mut sim, START, &steps);
+}

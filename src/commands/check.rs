@@ -5,7 +5,7 @@ use crate::args::{self, Command, Request};
 use crate::error::Error;
 use crate::store::{self, Access, Key};
 use crate::{config, stats};
-use ratelimit_core::Decision;
+use ratelimit_core::{Change, Decision};
 use redis_module::{Context, RedisResult, RedisString};
 
 /// Decides one request and, if it is admitted and not a dry run, spends its cost: the new state
@@ -35,12 +35,17 @@ pub(super) fn decide(
     let clock = store::now();
     let key = Key::open(ctx, command, name, access);
     let state = key.read_state(clock.now_ms)?;
-    let (decision, update) =
-        ratelimit_core::decide(&request.limit, state.as_ref(), clock.now_us, request.cost)?;
-    if let Some(update) = update {
+    let outcome = ratelimit_core::decide(
+        &request.limit,
+        state.as_ref(),
+        clock.now_us,
+        request.cost,
+        false,
+    )?;
+    if let Change::Store(update) = outcome.change {
         if !request.dry_run {
             key.write(&update, clock.now_ms)?;
         }
     }
-    Ok(decision)
+    Ok(outcome.decision)
 }

@@ -1,0 +1,76 @@
+//! Keys without expiry (after `PERSIST`, `RESTORE key 0` or a hand-written `SET`) never lock
+//! anyone out: any check that finds one gives it the expiry its state implies, even when it
+//! denies; dry runs and QUOTA answer as if that expiry were there, and write nothing.
+mod common;
+use common::Op::*;
+use common::*;
+use ratelimit_core::{Algorithm, Limit};
+
+const START: u64 = EPOCH_ALIGNED_US + 123_456;
+
+#[test]
+fn a_full_fixed_key_without_expiry_opens_a_window_now() {
+    let limit = Limit::new(Algorithm::Fixed, 3, 300, None).unwrap();
+    let mut sim = Sim::new(limit, START);
+    sim.write(b"5", None);
+    #[rustfmt::skip]
+    let steps = [
+        step(0,   Dry,   1, (0, 0, 300, 300)),
+        step(0,   Quota, 1, (0, 0, 300, 300)),
+    ];
+    run_steps(&mut sim, START, &steps);
+    assert_eq!(
+        sim.stored(),
+        Some((b"5".to_vec(), None)),
+        "dry runs and QUOTA write nothing"
+    );
+    #[rustfmt::skip]
+    let steps = [
+        step(0,   Check, 1, (0, 0, 300, 300)), // denied, and given the expiry now + 300 ms
+        step(299, Check, 1, (0, 0,   1, 1)),
+        step(300, Check, 1, (1, 2, 300, 0)),
+    ];
+    run_steps(&mut sim, START, &steps);
+}
+
+#[test]
+fn a_gcra_key_without_expiry_gets_its_arrival_time_or_goes() {
+    let limit = Limit::new(Algorithm::Gcra, 10, 10_000, None).unwrap();
+    // One unit per microsecond: the stored time is now + 5 s.
+    let ahead = format!("-{}", 1 + START + 5_000_000);
+    let mut sim = Sim::new(limit, START);
+    sim.write(ahead.as_bytes(), None);
+    let d = sim.check(10, false);
+    assert_eq!(
+        (d.allowed, d.remaining, d.retry_after_ms),
+        (false, 5, 5_000)
+    );
+    // The arrival time, rounded up to the millisecond.
+    assert_eq!(
+        sim.stored().unwrap().1,
+        Some((START + 5_000_000).div_ceil(1000))
+    );
+
+    // A time in the past holds nothing: a denied request deletes the key.
+    let past = format!("-{}", 1 + START - 1_000_000);
+    sim.write(past.as_bytes(), None);
+    let d = sim.check(11, false);
+    assert_eq!((d.allowed, d.remaining, d.retry_after_ms), (false, 10, -1));
+    assert_eq!(sim.stored(), None);
+}
+
+#[test]
+fn a_sliding_key_without_expiry_gets_its_window_or_goes() {
+    let limit = Limit::new(Algorithm::Sliding, 10, 10_000, None).unwrap();
+    let w0 = EPOCH_ALIGNED_US / 10_000_000;
+    let mut sim = Sim::new(limit, EPOCH_ALIGNED_US);
+    sim.write(format!("s:{w0}:0:10").as_bytes(), None);
+    let d = sim.check(1, false);
+    assert_eq!((d.allowed, d.remaining), (false, 0));
+    assert_eq!(sim.stored().unwrap().1, Some((w0 + 2) * 10_000));
+
+    sim.write(format!("s:{}:3:3", w0 - 5).as_bytes(), None);
+    let d = sim.check(11, false);
+    assert_eq!((d.allowed, d.remaining, d.retry_after_ms), (false, 10, -1));
+    assert_eq!(sim.stored(), None, "nothing in it counts any more");
+}
