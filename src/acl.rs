@@ -4,10 +4,12 @@
 //!   apply to the key argument on every server (as a key spec on 7.0+).
 //! - The command flags (`write`, `readonly`, `fast`) do **not** put a module's commands in
 //!   `@write`, `@read` or `@fast`: only `RedisModule_SetCommandACLCategories` (Redis 7.2+,
-//!   Valkey) does. Where it exists, CHECK and RESET join `@write @fast` and QUOTA `@read @fast`.
-//! - Where the server also has `RedisModule_AddACLCategory` (Redis 7.4+, Valkey 8), the three
+//!   Valkey) does. Where it exists, the writing commands join `@write @fast` and QUOTA
+//!   `@read @fast`.
+//! - Where the server also has `RedisModule_AddACLCategory` (Redis 7.4+, Valkey 8), they all
 //!   join the new category `@ratelimit`, so `+@ratelimit ~rl:*` grants exactly them.
-//! - Elsewhere (6.2, 7.0) the commands are in no category: grant them by name.
+//! - Elsewhere (6.2, 7.0) the commands are in no category: grant them by name. There,
+//!   `+@all -@write` still allows every one of them, writes included.
 //!
 //! This is done here rather than by `redis_module!`: its mandatory categories fail the load on
 //! servers without `SetCommandACLCategories`, and its `acl_categories` fails the load when the
@@ -22,9 +24,11 @@ use std::os::raw::c_int;
 pub const CATEGORY: &CStr = c"ratelimit";
 
 /// Each command with the existing categories its flags stand for.
-const COMMANDS: [(&CStr, &str); 3] = [
+const COMMANDS: [(&CStr, &str); 5] = [
     (c"ratelimit.check", "write fast"),
+    (c"ratelimit.mcheck", "write fast"),
     (c"ratelimit.quota", "read fast"),
+    (c"ratelimit.refund", "write fast"),
     (c"ratelimit.reset", "write fast"),
 ];
 
@@ -51,7 +55,8 @@ pub(crate) fn register(ctx: &Context) -> Outcome {
     let (Some(get_command), Some(set_categories)) = (get_command, set_categories) else {
         return Outcome::Done(
             "commands in no ACL category (RedisModule_SetCommandACLCategories not found): grant \
-             +ratelimit.check +ratelimit.quota +ratelimit.reset by name"
+             +ratelimit.check +ratelimit.mcheck +ratelimit.quota +ratelimit.refund \
+             +ratelimit.reset by name"
                 .to_string(),
         );
     };

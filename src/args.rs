@@ -5,12 +5,17 @@
 //! (`&[&[u8]]`, `&[Vec<u8>]` or the module's `&[RedisString]`).
 //!
 //! Validation order: arity, then `limit`, then `period`, then the options left to right, then the
-//! combination (`BURST` without GCRA). The first problem found is the one reported.
+//! combinations (`BURST` without GCRA, `FORCE` with `DRYRUN`, REFUND without `COST`). The first
+//! problem found is the one reported. `RATELIMIT.MCHECK` checks `numkeys` and the keys first,
+//! then each policy in order.
 
 use crate::error::{Echo, Error};
 use ratelimit_core::parse::{integer_in, period_ms};
 use ratelimit_core::{Algorithm, Limit, LimitError, MAX_COUNT};
 use std::ops::Deref;
+
+/// The most keys, and so policies, one `RATELIMIT.MCHECK` takes.
+pub const MAX_KEYS: usize = 16;
 
 /// The module's commands, for arity and internal errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,16 +26,32 @@ pub enum Command {
     Quota,
     /// `RATELIMIT.RESET`
     Reset,
+    /// `RATELIMIT.MCHECK`
+    MCheck,
+    /// `RATELIMIT.REFUND`
+    Refund,
 }
 
 impl Command {
-    /// The name as Redis reports it in errors: `ratelimit.check`, `ratelimit.quota` or
-    /// `ratelimit.reset`.
+    /// The name as Redis reports it in errors: `ratelimit.check`, `ratelimit.quota`, ...
     pub fn name(self) -> &'static str {
         match self {
             Command::Check => "ratelimit.check",
             Command::Quota => "ratelimit.quota",
             Command::Reset => "ratelimit.reset",
+            Command::MCheck => "ratelimit.mcheck",
+            Command::Refund => "ratelimit.refund",
+        }
+    }
+
+    /// The name as the docs write it: `RATELIMIT.CHECK`, ...
+    pub fn title(self) -> &'static str {
+        match self {
+            Command::Check => "RATELIMIT.CHECK",
+            Command::Quota => "RATELIMIT.QUOTA",
+            Command::Reset => "RATELIMIT.RESET",
+            Command::MCheck => "RATELIMIT.MCHECK",
+            Command::Refund => "RATELIMIT.REFUND",
         }
     }
 }
@@ -42,32 +63,105 @@ pub struct Request<'a> {
     pub key: &'a [u8],
     /// The validated configuration.
     pub limit: Limit,
-    /// Units the request spends: 1 unless `COST` says otherwise; always 1 for QUOTA.
+    /// Units the request spends (QUOTA: asks about): 1 unless `COST` says otherwise.
     pub cost: u64,
     /// Whether nothing may be written: `DRYRUN`, and always for QUOTA.
     pub dry_run: bool,
+    /// `FORCE`: spend the cost even when it does not fit.
+    pub force: bool,
+    /// `WITHWINDOW`: reply the window as a sixth integer.
+    pub with_window: bool,
 }
 
-/// Parses `RATELIMIT.CHECK key limit period [ALGORITHM a] [BURST n] [COST n] [DRYRUN]`, with
-/// `default_algorithm` when there is no `ALGORITHM` (so `BURST` alone is valid when it is GCRA).
+/// A parsed `RATELIMIT.REFUND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refund<'a> {
+    /// The limiter's key, `args[1]`.
+    pub key: &'a [u8],
+    /// The validated configuration.
+    pub limit: Limit,
+    /// Units to give back (`COST`).
+    pub amount: u64,
+    /// `WINDOW w`: the window the units were spent in.
+    pub window: Option<u64>,
+}
+
+/// A parsed `RATELIMIT.MCHECK`: one request under several policies, the i-th for the i-th key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultiRequest {
+    /// The policies: each key's limit and the cost the request spends under it.
+    pub policies: Vec<(Limit, u64)>,
+    /// `DRYRUN`.
+    pub dry_run: bool,
+    /// `FORCE`.
+    pub force: bool,
+    /// `WITHWINDOW`.
+    pub with_window: bool,
+}
+
+/// Parses `RATELIMIT.CHECK key limit period [ALGORITHM a] [BURST n] [COST n] [DRYRUN | FORCE]
+/// [WITHWINDOW]`, with `default_algorithm` when there is no `ALGORITHM` (so `BURST` alone is
+/// valid when it is GCRA).
 ///
 /// Fails with the first invalid argument, in the order described in the module documentation.
 pub fn parse_check<A: Deref<Target = [u8]>>(
     args: &[A],
     default_algorithm: Algorithm,
 ) -> Result<Request<'_>, Error> {
-    parse_request(Command::Check, args, default_algorithm)
+    parse_single(Command::Check, args, default_algorithm)
 }
 
-/// Parses `RATELIMIT.QUOTA key limit period [ALGORITHM a] [BURST n]`: a dry run of cost 1, with
-/// `default_algorithm` when there is no `ALGORITHM`.
+/// Parses `RATELIMIT.QUOTA key limit period [ALGORITHM a] [BURST n] [COST n]`: never a write,
+/// with `default_algorithm` when there is no `ALGORITHM`.
 ///
-/// Fails like [`parse_check`], and also on `COST` or `DRYRUN`, which QUOTA does not accept.
+/// Fails like [`parse_check`], and also on `DRYRUN`, `FORCE` or `WITHWINDOW`.
 pub fn parse_quota<A: Deref<Target = [u8]>>(
     args: &[A],
     default_algorithm: Algorithm,
 ) -> Result<Request<'_>, Error> {
-    parse_request(Command::Quota, args, default_algorithm)
+    parse_single(Command::Quota, args, default_algorithm)
+}
+
+/// Parses `RATELIMIT.REFUND key limit period [ALGORITHM a] [BURST n] COST n [WINDOW w]`.
+///
+/// Fails like [`parse_check`], on `DRYRUN`, `FORCE` or `WITHWINDOW`, on an invalid window, and
+/// without `COST`.
+pub fn parse_refund<A: Deref<Target = [u8]>>(
+    args: &[A],
+    default_algorithm: Algorithm,
+) -> Result<Refund<'_>, Error> {
+    let [_, key, limit, period, options @ ..] = args else {
+        return Err(Error::WrongArity(Command::Refund));
+    };
+    let mut policy = Policy::new(limit, period)?;
+    let mut flags = Flags::default();
+    let mut window = None;
+    let mut rest = options.iter();
+    while let Some(word) = rest.next() {
+        let keyword = Keyword::parse(word).ok_or_else(|| Error::UnknownOption(Echo::new(word)))?;
+        match keyword {
+            Keyword::Window => {
+                flags.see(keyword)?;
+                let value: &[u8] = rest.next().ok_or(Error::MissingValue(keyword.name()))?;
+                window = Some(
+                    integer_in(value, 0, u64::MAX)
+                        .ok_or_else(|| Error::InvalidWindow(Echo::new(value)))?,
+                );
+            }
+            Keyword::DryRun | Keyword::Force | Keyword::WithWindow | Keyword::Limit => {
+                return Err(Error::NotAccepted(Command::Refund, keyword.name()))
+            }
+            _ => policy.option(keyword, &mut rest)?,
+        }
+    }
+    let (limit, amount) = policy.finish(default_algorithm)?;
+    let amount = amount.ok_or(Error::MissingCost)?;
+    Ok(Refund {
+        key,
+        limit,
+        amount,
+        window,
+    })
 }
 
 /// Parses `RATELIMIT.RESET key` and returns the key. Fails unless there is exactly one argument.
@@ -78,21 +172,106 @@ pub fn parse_reset<A: Deref<Target = [u8]>>(args: &[A]) -> Result<&[u8], Error> 
     }
 }
 
-/// The options that may follow `period`.
+/// Parses `RATELIMIT.MCHECK numkeys key [key ...] LIMIT limit period [ALGORITHM a] [BURST n]
+/// [COST n] [LIMIT ...] [DRYRUN | FORCE] [WITHWINDOW]`: exactly `numkeys` policies, from 1 to
+/// [`MAX_KEYS`], for distinct keys. `ALGORITHM`, `BURST` and `COST` belong to the latest
+/// `LIMIT`; the flags may appear anywhere after the keys.
+pub fn parse_mcheck<A: Deref<Target = [u8]>>(
+    args: &[A],
+    default_algorithm: Algorithm,
+) -> Result<MultiRequest, Error> {
+    let (numkeys, rest) = match args {
+        [_, numkeys, rest @ ..] if !rest.is_empty() => (numkeys, rest),
+        _ => return Err(Error::WrongArity(Command::MCheck)),
+    };
+    let count = keys_of(args).ok_or_else(|| Error::InvalidNumKeys(Echo::new(numkeys)))?;
+    if rest.len() <= count {
+        return Err(Error::WrongArity(Command::MCheck));
+    }
+    let (keys, words) = rest.split_at(count);
+    for (i, key) in keys.iter().enumerate() {
+        if keys[..i].iter().any(|other| **other == **key) {
+            return Err(Error::RepeatedKey(Echo::new(key)));
+        }
+    }
+    let mut policies = Vec::with_capacity(count);
+    let mut flags = Flags::default();
+    // The policy being read: ALGORITHM, BURST and COST belong to the latest LIMIT.
+    let mut current: Option<Policy<'_>> = None;
+    let mut rest = words.iter();
+    while let Some(word) = rest.next() {
+        let keyword = Keyword::parse(word).ok_or_else(|| Error::UnknownOption(Echo::new(word)))?;
+        match keyword {
+            Keyword::DryRun | Keyword::Force | Keyword::WithWindow => flags.see(keyword)?,
+            Keyword::Limit => {
+                let (Some(limit), Some(period)) = (rest.next(), rest.next()) else {
+                    return Err(Error::WrongArity(Command::MCheck));
+                };
+                if let Some(policy) = current.replace(Policy::new(limit, period)?) {
+                    policies.push(policy.finish(default_algorithm)?);
+                }
+            }
+            Keyword::Window => return Err(Error::NotAccepted(Command::MCheck, keyword.name())),
+            Keyword::Algorithm | Keyword::Burst | Keyword::Cost => match current.as_mut() {
+                Some(policy) => policy.option(keyword, &mut rest)?,
+                None => return Err(Error::ExpectedLimit(Echo::new(word))),
+            },
+        }
+    }
+    if let Some(policy) = current {
+        policies.push(policy.finish(default_algorithm)?);
+    }
+    let policies: Vec<(Limit, u64)> = policies
+        .into_iter()
+        .map(|(limit, cost)| (limit, cost.unwrap_or(1)))
+        .collect();
+    if policies.len() != count {
+        return Err(Error::PolicyCount {
+            keys: count,
+            policies: policies.len(),
+        });
+    }
+    flags.combination()?;
+    Ok(MultiRequest {
+        policies,
+        dry_run: flags.has(Keyword::DryRun),
+        force: flags.has(Keyword::Force),
+        with_window: flags.has(Keyword::WithWindow),
+    })
+}
+
+/// The number of keys of a `RATELIMIT.MCHECK` argument vector, from 1 to [`MAX_KEYS`], when
+/// `numkeys` is valid and that many keys follow it: for `COMMAND GETKEYS` and cluster routing,
+/// which ask before the command is parsed.
+pub fn keys_of<A: Deref<Target = [u8]>>(args: &[A]) -> Option<usize> {
+    let numkeys = args.get(1)?;
+    let count = integer_in(numkeys, 1, MAX_KEYS as u64)? as usize;
+    (args.len() >= 2 + count).then_some(count)
+}
+
+/// The options of the commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Keyword {
     Algorithm,
     Burst,
     Cost,
     DryRun,
+    Force,
+    WithWindow,
+    Window,
+    Limit,
 }
 
 impl Keyword {
-    const ALL: [Keyword; 4] = [
+    const ALL: [Keyword; 8] = [
         Keyword::Algorithm,
         Keyword::Burst,
         Keyword::Cost,
         Keyword::DryRun,
+        Keyword::Force,
+        Keyword::WithWindow,
+        Keyword::Window,
+        Keyword::Limit,
     ];
 
     fn parse(word: &[u8]) -> Option<Keyword> {
@@ -107,79 +286,162 @@ impl Keyword {
             Keyword::Burst => "BURST",
             Keyword::Cost => "COST",
             Keyword::DryRun => "DRYRUN",
+            Keyword::Force => "FORCE",
+            Keyword::WithWindow => "WITHWINDOW",
+            Keyword::Window => "WINDOW",
+            Keyword::Limit => "LIMIT",
         }
     }
 
-    fn bit(self) -> u8 {
-        1 << self as u8
+    fn bit(self) -> u16 {
+        1 << self as u16
     }
 }
 
-fn parse_request<A: Deref<Target = [u8]>>(
-    command: Command,
-    args: &[A],
-    default_algorithm: Algorithm,
-) -> Result<Request<'_>, Error> {
-    let [_, key, limit_text, period_text, options @ ..] = args else {
-        return Err(Error::WrongArity(command));
-    };
-    let limit = integer_in(limit_text, 1, MAX_COUNT)
-        .ok_or_else(|| Error::InvalidLimit(Echo::new(limit_text)))?;
-    let period = parse_period(period_text)?;
+/// The options seen so far, each allowed once.
+#[derive(Debug, Default, Clone, Copy)]
+struct Flags(u16);
 
-    let mut algorithm = default_algorithm;
-    let mut burst = None;
-    let mut burst_text: &[u8] = b"";
-    let mut cost = 1;
-    let mut dry_run = command == Command::Quota;
-    let mut seen = 0u8;
-    let mut rest = options.iter();
-    while let Some(word) = rest.next() {
-        let keyword = Keyword::parse(word).ok_or_else(|| Error::UnknownOption(Echo::new(word)))?;
-        if command == Command::Quota && matches!(keyword, Keyword::Cost | Keyword::DryRun) {
-            return Err(Error::NotAcceptedByQuota(keyword.name()));
-        }
-        if seen & keyword.bit() != 0 {
+impl Flags {
+    fn see(&mut self, keyword: Keyword) -> Result<(), Error> {
+        if self.has(keyword) {
             return Err(Error::RepeatedOption(keyword.name()));
         }
-        seen |= keyword.bit();
-        if keyword == Keyword::DryRun {
-            dry_run = true;
-            continue;
+        self.0 |= keyword.bit();
+        Ok(())
+    }
+
+    fn has(self, keyword: Keyword) -> bool {
+        self.0 & keyword.bit() != 0
+    }
+
+    fn combination(self) -> Result<(), Error> {
+        if self.has(Keyword::DryRun) && self.has(Keyword::Force) {
+            return Err(Error::ForceWithDryRun);
         }
+        Ok(())
+    }
+}
+
+/// A policy being parsed: `limit period [ALGORITHM a] [BURST n] [COST n]`.
+struct Policy<'a> {
+    limit: u64,
+    limit_text: &'a [u8],
+    period: u64,
+    period_text: &'a [u8],
+    algorithm: Option<Algorithm>,
+    burst: Option<u64>,
+    burst_text: &'a [u8],
+    cost: Option<u64>,
+    seen: Flags,
+}
+
+impl<'a> Policy<'a> {
+    fn new(limit_text: &'a [u8], period_text: &'a [u8]) -> Result<Policy<'a>, Error> {
+        let limit = integer_in(limit_text, 1, MAX_COUNT)
+            .ok_or_else(|| Error::InvalidLimit(Echo::new(limit_text)))?;
+        let period = parse_period(period_text)?;
+        Ok(Policy {
+            limit,
+            limit_text,
+            period,
+            period_text,
+            algorithm: None,
+            burst: None,
+            burst_text: b"",
+            cost: None,
+            seen: Flags::default(),
+        })
+    }
+
+    /// Reads the value of `keyword` (ALGORITHM, BURST or COST) from `rest`.
+    fn option<A: Deref<Target = [u8]> + 'a>(
+        &mut self,
+        keyword: Keyword,
+        rest: &mut std::slice::Iter<'a, A>,
+    ) -> Result<(), Error> {
+        self.seen.see(keyword)?;
         let value: &[u8] = rest.next().ok_or(Error::MissingValue(keyword.name()))?;
         match keyword {
             Keyword::Algorithm => {
-                algorithm = Algorithm::parse(value)
-                    .ok_or_else(|| Error::UnknownAlgorithm(Echo::new(value)))?;
+                self.algorithm = Some(
+                    Algorithm::parse(value)
+                        .ok_or_else(|| Error::UnknownAlgorithm(Echo::new(value)))?,
+                );
             }
             Keyword::Burst => {
-                burst_text = value;
-                burst = Some(
+                self.burst_text = value;
+                self.burst = Some(
                     integer_in(value, 1, MAX_COUNT)
                         .ok_or_else(|| Error::InvalidBurst(Echo::new(value)))?,
                 );
             }
             Keyword::Cost => {
-                cost = integer_in(value, 0, MAX_COUNT)
-                    .ok_or_else(|| Error::InvalidCost(Echo::new(value)))?;
+                self.cost = Some(
+                    integer_in(value, 0, MAX_COUNT)
+                        .ok_or_else(|| Error::InvalidCost(Echo::new(value)))?,
+                );
             }
-            Keyword::DryRun => {}
+            _ => unreachable_option(keyword)?,
         }
+        Ok(())
     }
 
-    let limit = Limit::new(algorithm, limit, period, burst).map_err(|e| match e {
-        LimitError::BurstWithoutGcra => Error::BurstWithoutGcra,
-        // The three below were ruled out above; kept so a change in core cannot go unreported.
-        LimitError::Limit => Error::InvalidLimit(Echo::new(limit_text)),
-        LimitError::Period => Error::PeriodOutOfRange(Echo::new(period_text)),
-        LimitError::Burst => Error::InvalidBurst(Echo::new(burst_text)),
-    })?;
+    /// The validated limit and the cost, if one was given.
+    fn finish(self, default_algorithm: Algorithm) -> Result<(Limit, Option<u64>), Error> {
+        let algorithm = self.algorithm.unwrap_or(default_algorithm);
+        let limit = Limit::new(algorithm, self.limit, self.period, self.burst).map_err(|e| {
+            match e {
+                LimitError::BurstWithoutGcra => Error::BurstWithoutGcra,
+                // The three below were ruled out above; kept so a change in core cannot go
+                // unreported.
+                LimitError::Limit => Error::InvalidLimit(Echo::new(self.limit_text)),
+                LimitError::Period => Error::PeriodOutOfRange(Echo::new(self.period_text)),
+                LimitError::Burst => Error::InvalidBurst(Echo::new(self.burst_text)),
+            }
+        })?;
+        Ok((limit, self.cost))
+    }
+}
+
+/// Only ALGORITHM, BURST and COST reach [`Policy::option`]; anything else is a bug, reported as
+/// an unknown option rather than a panic.
+fn unreachable_option(keyword: Keyword) -> Result<(), Error> {
+    Err(Error::UnknownOption(Echo::new(keyword.name().as_bytes())))
+}
+
+/// CHECK and QUOTA.
+fn parse_single<A: Deref<Target = [u8]>>(
+    command: Command,
+    args: &[A],
+    default_algorithm: Algorithm,
+) -> Result<Request<'_>, Error> {
+    let [_, key, limit, period, options @ ..] = args else {
+        return Err(Error::WrongArity(command));
+    };
+    let mut policy = Policy::new(limit, period)?;
+    let mut flags = Flags::default();
+    let mut rest = options.iter();
+    while let Some(word) = rest.next() {
+        let keyword = Keyword::parse(word).ok_or_else(|| Error::UnknownOption(Echo::new(word)))?;
+        match keyword {
+            Keyword::Window | Keyword::Limit => return Err(Error::UnknownOption(Echo::new(word))),
+            Keyword::DryRun | Keyword::Force | Keyword::WithWindow if command == Command::Quota => {
+                return Err(Error::NotAccepted(command, keyword.name()))
+            }
+            Keyword::DryRun | Keyword::Force | Keyword::WithWindow => flags.see(keyword)?,
+            _ => policy.option(keyword, &mut rest)?,
+        }
+    }
+    let (limit, cost) = policy.finish(default_algorithm)?;
+    flags.combination()?;
     Ok(Request {
         key,
         limit,
-        cost,
-        dry_run,
+        cost: cost.unwrap_or(1),
+        dry_run: command == Command::Quota || flags.has(Keyword::DryRun),
+        force: flags.has(Keyword::Force),
+        with_window: flags.has(Keyword::WithWindow),
     })
 }
 

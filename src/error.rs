@@ -4,7 +4,7 @@
 //! `WRONGTYPE ...`). Text echoed from the client is sanitized when the error is built, so a
 //! message can never carry CR, LF or NUL into the protocol.
 
-use crate::args::Command;
+use crate::args::{Command, MAX_KEYS};
 use ratelimit_core::{Algorithm, DecodeError, WrongAlgorithm, MAX_COUNT};
 use std::fmt;
 
@@ -75,8 +75,31 @@ pub enum Error {
     MissingValue(&'static str),
     /// `BURST` with an algorithm other than GCRA.
     BurstWithoutGcra,
-    /// `RATELIMIT.QUOTA` was given an option only `RATELIMIT.CHECK` takes; holds its keyword.
-    NotAcceptedByQuota(&'static str),
+    /// A command was given an option that only another command takes; holds its keyword.
+    NotAccepted(Command, &'static str),
+    /// `FORCE` and `DRYRUN` together.
+    ForceWithDryRun,
+    /// `RATELIMIT.REFUND` without `COST`.
+    MissingCost,
+    /// `WINDOW` is not a non-negative integer.
+    InvalidWindow(Echo),
+    /// `numkeys` of `RATELIMIT.MCHECK` is not an integer from 1 to 16.
+    InvalidNumKeys(Echo),
+    /// A key given twice to `RATELIMIT.MCHECK`.
+    RepeatedKey(Echo),
+    /// `RATELIMIT.MCHECK` was given another number of policies than of keys.
+    PolicyCount {
+        /// `numkeys`.
+        keys: usize,
+        /// The `LIMIT` policies given.
+        policies: usize,
+    },
+    /// An option of a policy where `RATELIMIT.MCHECK` expects `LIMIT`.
+    ExpectedLimit(Echo),
+    /// A write called from a script that Redis 6.2 replicates verbatim
+    /// (`lua-replicate-commands no`): replicas and the AOF would decide again on their own
+    /// clocks.
+    VerbatimScript(Command),
     /// The key holds another Redis type than a string.
     WrongType,
     /// The key holds the state of another algorithm than the one requested.
@@ -100,7 +123,11 @@ impl Error {
     pub fn is_invalid_request(&self) -> bool {
         !matches!(
             self,
-            Error::WrongType | Error::WrongAlgorithm(_) | Error::NotALimiter | Error::Internal(_)
+            Error::WrongType
+                | Error::WrongAlgorithm(_)
+                | Error::NotALimiter
+                | Error::VerbatimScript(_)
+                | Error::Internal(_)
         )
     }
 }
@@ -146,9 +173,34 @@ impl fmt::Display for Error {
             }
             Error::MissingValue(keyword) => write!(f, "ERR option '{keyword}' needs a value"),
             Error::BurstWithoutGcra => f.write_str("ERR BURST applies only to ALGORITHM GCRA"),
-            Error::NotAcceptedByQuota(keyword) => {
-                write!(f, "ERR RATELIMIT.QUOTA does not accept '{keyword}'")
+            Error::NotAccepted(command, keyword) => {
+                write!(f, "ERR {} does not accept '{keyword}'", command.title())
             }
+            Error::ForceWithDryRun => f.write_str("ERR FORCE and DRYRUN cannot be combined"),
+            Error::MissingCost => f.write_str("ERR RATELIMIT.REFUND needs COST n"),
+            Error::InvalidWindow(text) => write!(
+                f,
+                "ERR invalid window '{text}': expected a non-negative integer"
+            ),
+            Error::InvalidNumKeys(text) => write!(
+                f,
+                "ERR invalid numkeys '{text}': expected an integer from 1 to {MAX_KEYS}, followed by that many keys"
+            ),
+            Error::RepeatedKey(text) => write!(f, "ERR key '{text}' given more than once"),
+            Error::PolicyCount { keys, policies } => write!(
+                f,
+                "ERR expected {keys} policies (one LIMIT limit period ... per key), got {policies}"
+            ),
+            Error::ExpectedLimit(text) => {
+                write!(f, "ERR expected LIMIT limit period before '{text}'")
+            }
+            Error::VerbatimScript(command) => write!(
+                f,
+                "ERR {} cannot write from a script that is replicated verbatim \
+                 (lua-replicate-commands no): replicas and the AOF would decide again on their \
+                 own clocks. Set lua-replicate-commands yes",
+                command.title()
+            ),
             Error::WrongType => {
                 f.write_str("WRONGTYPE Operation against a key holding the wrong kind of value")
             }
@@ -237,12 +289,46 @@ mod tests {
                 "ERR BURST applies only to ALGORITHM GCRA",
             ),
             (
-                Error::NotAcceptedByQuota("COST"),
-                "ERR RATELIMIT.QUOTA does not accept 'COST'",
+                Error::NotAccepted(Command::Quota, "DRYRUN"),
+                "ERR RATELIMIT.QUOTA does not accept 'DRYRUN'",
             ),
             (
-                Error::NotAcceptedByQuota("DRYRUN"),
-                "ERR RATELIMIT.QUOTA does not accept 'DRYRUN'",
+                Error::NotAccepted(Command::Refund, "FORCE"),
+                "ERR RATELIMIT.REFUND does not accept 'FORCE'",
+            ),
+            (
+                Error::ForceWithDryRun,
+                "ERR FORCE and DRYRUN cannot be combined",
+            ),
+            (Error::MissingCost, "ERR RATELIMIT.REFUND needs COST n"),
+            (
+                Error::InvalidWindow(e(b"-1")),
+                "ERR invalid window '-1': expected a non-negative integer",
+            ),
+            (
+                Error::InvalidNumKeys(e(b"17")),
+                "ERR invalid numkeys '17': expected an integer from 1 to 16, followed by that many keys",
+            ),
+            (
+                Error::RepeatedKey(e(b"k")),
+                "ERR key 'k' given more than once",
+            ),
+            (
+                Error::PolicyCount {
+                    keys: 3,
+                    policies: 2,
+                },
+                "ERR expected 3 policies (one LIMIT limit period ... per key), got 2",
+            ),
+            (
+                Error::ExpectedLimit(e(b"COST")),
+                "ERR expected LIMIT limit period before 'COST'",
+            ),
+            (
+                Error::VerbatimScript(Command::Check),
+                "ERR RATELIMIT.CHECK cannot write from a script that is replicated verbatim \
+                 (lua-replicate-commands no): replicas and the AOF would decide again on their \
+                 own clocks. Set lua-replicate-commands yes",
             ),
             (
                 Error::WrongType,

@@ -67,6 +67,12 @@ struct Counters {
     allowed: Counter,
     denied: Counter,
     dry_runs: Counter,
+    mchecks: Counter,
+    mcheck_allowed: Counter,
+    mcheck_denied: Counter,
+    mcheck_dry_runs: Counter,
+    refunds: Counter,
+    refunded_units: Counter,
     quota_calls: Counter,
     resets: Counter,
     errors: Counter,
@@ -79,6 +85,12 @@ static COUNTERS: Counters = Counters {
     allowed: Counter::new(),
     denied: Counter::new(),
     dry_runs: Counter::new(),
+    mchecks: Counter::new(),
+    mcheck_allowed: Counter::new(),
+    mcheck_denied: Counter::new(),
+    mcheck_dry_runs: Counter::new(),
+    refunds: Counter::new(),
+    refunded_units: Counter::new(),
     quota_calls: Counter::new(),
     resets: Counter::new(),
     errors: Counter::new(),
@@ -124,6 +136,29 @@ pub(crate) fn record_quota() {
     COUNTERS.quota_calls.increment();
 }
 
+/// Counts a `RATELIMIT.MCHECK` answered with a decision.
+#[inline]
+pub(crate) fn record_mcheck(dry_run: bool, allowed: bool) {
+    COUNTERS.mchecks.increment();
+    if dry_run {
+        COUNTERS.mcheck_dry_runs.increment();
+    } else if allowed {
+        COUNTERS.mcheck_allowed.increment();
+    } else {
+        COUNTERS.mcheck_denied.increment();
+    }
+}
+
+/// Counts a `RATELIMIT.REFUND` answered, and the units it gave back.
+#[inline]
+pub(crate) fn record_refund(refunded: u64) {
+    COUNTERS.refunds.increment();
+    COUNTERS.refunded_units.0.store(
+        COUNTERS.refunded_units.get().wrapping_add(refunded),
+        Relaxed,
+    );
+}
+
 /// Counts a `RATELIMIT.RESET` answered with 0 or 1.
 #[inline]
 pub(crate) fn record_reset() {
@@ -145,6 +180,12 @@ pub(crate) fn clear() {
         &c.allowed,
         &c.denied,
         &c.dry_runs,
+        &c.mchecks,
+        &c.mcheck_allowed,
+        &c.mcheck_denied,
+        &c.mcheck_dry_runs,
+        &c.refunds,
+        &c.refunded_units,
         &c.quota_calls,
         &c.resets,
         &c.errors,
@@ -184,14 +225,27 @@ pub struct Snapshot {
     pub quota_calls: u64,
     /// `RATELIMIT.RESET` calls answered with 0 or 1.
     pub resets: u64,
-    /// Error replies of the three commands.
+    /// Error replies of every command.
     pub errors: u64,
+    /// `RATELIMIT.MCHECK` calls answered with a decision:
+    /// `mcheck_allowed + mcheck_denied + mcheck_dry_runs`.
+    pub mchecks: u64,
+    /// MCHECKs that admitted a request under every policy, dry runs excluded.
+    pub mcheck_allowed: u64,
+    /// MCHECKs refused by some policy, dry runs excluded.
+    pub mcheck_denied: u64,
+    /// MCHECKs with `DRYRUN`.
+    pub mcheck_dry_runs: u64,
+    /// `RATELIMIT.REFUND` calls answered.
+    pub refunds: u64,
+    /// The units those refunds gave back.
+    pub refunded_units: u64,
     /// Per algorithm: FIXED, SLIDING, GCRA.
     pub by_algorithm: [AlgorithmSnapshot; 3],
 }
 
 /// The number of fields of [`Snapshot::fields`].
-pub const FIELD_COUNT: usize = 16;
+pub const FIELD_COUNT: usize = 22;
 
 impl Snapshot {
     /// Reads every counter.
@@ -210,13 +264,20 @@ impl Snapshot {
             quota_calls: c.quota_calls.get(),
             resets: c.resets.get(),
             errors: c.errors.get(),
+            mchecks: c.mchecks.get(),
+            mcheck_allowed: c.mcheck_allowed.get(),
+            mcheck_denied: c.mcheck_denied.get(),
+            mcheck_dry_runs: c.mcheck_dry_runs.get(),
+            refunds: c.refunds.get(),
+            refunded_units: c.refunded_units.get(),
             by_algorithm: [by_algorithm(0), by_algorithm(1), by_algorithm(2)],
         }
     }
 
     /// The INFO fields in the order they are reported, named without the `ratelimit_` prefix
     /// that the server adds to every field of a module: `checks`, ..., `errors`, then
-    /// `checks_fixed`, `allowed_fixed`, `denied_fixed`, and the same for `sliding` and `gcra`.
+    /// `checks_fixed`, `allowed_fixed`, `denied_fixed`, and the same for `sliding` and `gcra`,
+    /// then `mchecks`, ..., `refunded_units`.
     /// These names are a stable interface: scrapers and dashboards depend on them.
     pub fn fields(&self) -> [(&'static str, u64); FIELD_COUNT] {
         const PER_ALGORITHM: [[&str; 3]; 3] = [
@@ -240,7 +301,16 @@ impl Snapshot {
             let a = self.by_algorithm[i];
             [(checks, a.checks), (allowed, a.allowed), (denied, a.denied)]
         });
-        for (slot, field) in out.iter_mut().zip(global.into_iter().chain(per_algorithm)) {
+        let version_2 = [
+            ("mchecks", self.mchecks),
+            ("mcheck_allowed", self.mcheck_allowed),
+            ("mcheck_denied", self.mcheck_denied),
+            ("mcheck_dry_runs", self.mcheck_dry_runs),
+            ("refunds", self.refunds),
+            ("refunded_units", self.refunded_units),
+        ];
+        let fields = global.into_iter().chain(per_algorithm).chain(version_2);
+        for (slot, field) in out.iter_mut().zip(fields) {
             *slot = field;
         }
         out
@@ -290,6 +360,12 @@ mod tests {
         for _ in 0..4 {
             record_error();
         }
+        record_mcheck(false, true);
+        record_mcheck(false, false);
+        record_mcheck(false, false);
+        record_mcheck(true, true);
+        record_refund(3);
+        record_refund(0);
 
         let s = Snapshot::take();
         let expected = Snapshot {
@@ -300,6 +376,12 @@ mod tests {
             quota_calls: 2,
             resets: 1,
             errors: 4,
+            mchecks: 4,
+            mcheck_allowed: 1,
+            mcheck_denied: 2,
+            mcheck_dry_runs: 1,
+            refunds: 2,
+            refunded_units: 3,
             by_algorithm: [
                 AlgorithmSnapshot {
                     checks: 5,
@@ -320,6 +402,10 @@ mod tests {
         };
         assert_eq!(s, expected);
         assert_eq!(s.checks, s.allowed + s.denied + s.dry_runs);
+        assert_eq!(
+            s.mchecks,
+            s.mcheck_allowed + s.mcheck_denied + s.mcheck_dry_runs
+        );
 
         clear();
         assert_eq!(Snapshot::take(), Snapshot::default());
@@ -335,6 +421,12 @@ mod tests {
             quota_calls: 5,
             resets: 6,
             errors: 7,
+            mchecks: 17,
+            mcheck_allowed: 18,
+            mcheck_denied: 19,
+            mcheck_dry_runs: 20,
+            refunds: 21,
+            refunded_units: 22,
             by_algorithm: [
                 AlgorithmSnapshot {
                     checks: 8,
@@ -370,6 +462,12 @@ mod tests {
             ("checks_gcra", 14),
             ("allowed_gcra", 15),
             ("denied_gcra", 16),
+            ("mchecks", 17),
+            ("mcheck_allowed", 18),
+            ("mcheck_denied", 19),
+            ("mcheck_dry_runs", 20),
+            ("refunds", 21),
+            ("refunded_units", 22),
         ];
         assert_eq!(s.fields(), expected);
         for (name, _) in expected {

@@ -1,5 +1,12 @@
-//! The keyspace side of the module: the server clock, and reading, writing and deleting one
-//! limiter's key, with the replication of each write.
+//! The keyspace side of the module: the server clock, and reading, writing, expiring and
+//! deleting one limiter's key.
+//!
+//! Every write is replicated as its effect (`SET key value PXAT abs`, `PEXPIREAT key abs`,
+//! `DEL key`, with absolute times from the master's clock), signalled as a change of the key
+//! (`WATCH`, client-side caching) and announced with the keyspace events the equivalent core
+//! command sends (`set` and `expire`, `expire`, `del`). Nothing else is: the module runs with
+//! `REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED` (see [`init`]), so opening a key for writing
+//! and reading it, as a denial or a dry run does, signals nothing.
 //!
 //! Everything that touches a key goes through here, so that the hot path can be measured and
 //! optimised in one place. Optional server APIs are detected by the presence of their function
@@ -7,12 +14,16 @@
 
 use crate::args::Command;
 use crate::error::Error;
-use ratelimit_core::{Encoded, State, Update};
+use ratelimit_core::{Change, Encoded, State, Update};
 use redis_module::{raw, Context, RedisString};
 use std::cell::Cell;
+use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_longlong};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+
+/// The keyspace event class of `expire` and `del`.
+const GENERIC: c_int = raw::REDISMODULE_NOTIFY_GENERIC;
 
 /// One reading of the server's wall clock, taken once per command.
 #[derive(Debug, Clone, Copy)]
@@ -76,12 +87,27 @@ pub(crate) fn describe_apis() -> String {
 
 /// The `PXAT` argument of every replicated `SET`, as a string object made once at load
 /// ([`prepare`]): the server takes a reference to a string object where it would allocate and
-/// free a copy of a C string. Null before [`prepare`] and after [`release`], when the C string
-/// is used.
+/// free a copy of a C string. Null before [`prepare`], when the C string is used. It lives as
+/// long as the server: the module is never unloaded.
 static PXAT: AtomicPtr<raw::RedisModuleString> = AtomicPtr::new(ptr::null_mut());
 
-/// Makes the string objects the commands reuse. Called at load.
-pub(crate) fn prepare() {
+/// Takes over the signalling of changed keys from the server (see the module documentation),
+/// and makes the string objects the commands reuse. Called at load.
+pub(crate) fn init(ctx: &Context) {
+    // SAFETY: called from OnLoad with its context; the option exists since Redis 6.0.
+    unsafe {
+        if let Some(set_options) = raw::RedisModule_SetModuleOptions {
+            set_options(
+                ctx.ctx,
+                raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int,
+            );
+        }
+    }
+    prepare();
+}
+
+/// Makes the string objects the commands reuse.
+fn prepare() {
     // SAFETY: a string made without a context is owned here until `release` frees it.
     let pxat = unsafe {
         raw::RedisModule_CreateString.expect("RedisModule_CreateString")(
@@ -93,14 +119,10 @@ pub(crate) fn prepare() {
     free_string(PXAT.swap(pxat, Relaxed));
 }
 
-/// Frees what [`prepare`] made. Called at unload.
-pub(crate) fn release() {
-    free_string(PXAT.swap(ptr::null_mut(), Relaxed));
-}
-
 fn free_string(string: *mut raw::RedisModuleString) {
     if !string.is_null() {
-        // SAFETY: the string was made without a context by `prepare`, and is no longer shared.
+        // SAFETY: the string was made without a context by `prepare`, and is no longer shared
+        // (a previous load's, replaced).
         unsafe {
             raw::RedisModule_FreeString.expect("RedisModule_FreeString")(ptr::null_mut(), string)
         };
@@ -226,6 +248,17 @@ impl<'a> Key<'a> {
         }
     }
 
+    /// Makes `change` to the key, which must have been opened with [`Access::Write`] and read
+    /// with [`Key::read_state`].
+    pub(crate) fn apply(&self, change: &Change, now_ms: u64) -> Result<(), Error> {
+        match change {
+            Change::Keep => Ok(()),
+            Change::Store(update) => self.write(update, now_ms),
+            Change::Expire(at_ms) => self.expire(*at_ms, now_ms),
+            Change::Delete => self.delete_written(),
+        }
+    }
+
     /// The limiter state stored in the key, `None` when the key is absent. Fails with
     /// `WRONGTYPE` for another type and with the not-a-limiter error for any other string.
     pub(crate) fn read_state(&self, now_ms: u64) -> Result<Option<State>, Error> {
@@ -255,7 +288,7 @@ impl<'a> Key<'a> {
     /// length (`RedisModule_StringTruncate` on an empty key), the encoding the next read would
     /// give it anyway. The expiry is set only when it changes: once per window for FIXED and
     /// SLIDING, on every write for GCRA.
-    pub(crate) fn write(&self, update: &Update, now_ms: u64) -> Result<(), Error> {
+    fn write(&self, update: &Update, now_ms: u64) -> Result<(), Error> {
         let encoded = update.state.encode();
         let bytes = encoded.as_bytes();
         let expire_at = c_longlong::try_from(update.expire_at_ms).unwrap_or(c_longlong::MAX);
@@ -278,7 +311,72 @@ impl<'a> Key<'a> {
             return Err(Error::Internal(self.command));
         }
         self.replicate_set(bytes, expire_at);
+        self.signal(&[
+            (raw::REDISMODULE_NOTIFY_STRING, c"set"),
+            (GENERIC, c"expire"),
+        ]);
         Ok(())
+    }
+
+    /// Gives the key, which has a value but no expiry, the absolute expiry `at_ms`, and
+    /// replicates `PEXPIREAT key at_ms`.
+    fn expire(&self, at_ms: u64, now_ms: u64) -> Result<(), Error> {
+        let at = c_longlong::try_from(at_ms).unwrap_or(c_longlong::MAX);
+        // SAFETY: the key is open for writing and holds a value.
+        if !unsafe { self.set_expire_at(at, now_ms) } {
+            return Err(Error::Internal(self.command));
+        }
+        let at = Encoded::decimal(at_ms);
+        let at = at.as_bytes();
+        // SAFETY: "sb" matches a RedisModuleString and a buffer with its length.
+        unsafe {
+            raw::RedisModule_Replicate.expect("RedisModule_Replicate")(
+                self.ctx.ctx,
+                c"PEXPIREAT".as_ptr(),
+                c"sb".as_ptr(),
+                self.name.inner,
+                at.as_ptr().cast::<c_char>(),
+                at.len(),
+            );
+        }
+        self.signal(&[(GENERIC, c"expire")]);
+        Ok(())
+    }
+
+    /// Deletes the key, replicating a `DEL`.
+    fn delete_written(&self) -> Result<(), Error> {
+        // SAFETY: the key is open for writing; the format "s" matches one RedisModuleString.
+        unsafe {
+            if !self.delete() {
+                return Err(Error::Internal(self.command));
+            }
+            raw::RedisModule_Replicate.expect("RedisModule_Replicate")(
+                self.ctx.ctx,
+                c"DEL".as_ptr(),
+                c"s".as_ptr(),
+                self.name.inner,
+            );
+        }
+        self.signal(&[(GENERIC, c"del")]);
+        Ok(())
+    }
+
+    /// Tells the server the key changed: it invalidates `WATCH`es and client-side caches, and
+    /// sends each keyspace event of `events` (class and name), as core commands do.
+    fn signal(&self, events: &[(c_int, &CStr)]) {
+        // SAFETY: the context and the key name are valid for the whole command; the event
+        // names are NUL-terminated.
+        unsafe {
+            raw::RedisModule_SignalModifiedKey.expect("RedisModule_SignalModifiedKey")(
+                self.ctx.ctx,
+                self.name.inner,
+            );
+            let notify =
+                raw::RedisModule_NotifyKeyspaceEvent.expect("RedisModule_NotifyKeyspaceEvent");
+            for (class, event) in events {
+                notify(self.ctx.ctx, *class, event.as_ptr(), self.name.inner);
+            }
+        }
     }
 
     /// Overwrites the string value with `bytes`, of the same length, in place. Answers whether
@@ -376,20 +474,7 @@ impl<'a> Key<'a> {
             return Ok(false);
         };
         State::decode(bytes, None)?;
-        let ctx = self.ctx.ctx;
-        // SAFETY: the key is open for writing; the format "s" matches one RedisModuleString.
-        unsafe {
-            let deleted = raw::RedisModule_DeleteKey.expect("RedisModule_DeleteKey")(self.handle);
-            if deleted != raw::REDISMODULE_OK as c_int {
-                return Err(Error::Internal(self.command));
-            }
-            raw::RedisModule_Replicate.expect("RedisModule_Replicate")(
-                ctx,
-                c"DEL".as_ptr(),
-                c"s".as_ptr(),
-                self.name.inner,
-            );
-        }
+        self.delete_written()?;
         Ok(true)
     }
 }

@@ -353,7 +353,7 @@ fn sliding_window_weighs_the_previous_window() {
     // Fractions of the current window elapsed, before and after the calls (+1: rounding up).
     let fraction = |t: i64| (t - window * period) as f64 / period as f64;
 
-    // 50 in the previous window and 10 in this one: QUOTA spends one more in its answer.
+    // 50 in the previous window and 10 in this one: a dry run spends one more in its answer.
     set(&mut con, "both", format!("s:{window}:50:10"));
     // The previous window's count is the stored current count of the window before.
     set(&mut con, "rolled", format!("s:{}:7:1000", window - 1));
@@ -368,9 +368,12 @@ fn sliding_window_weighs_the_previous_window() {
             format!("s:{}:7:{previous_big}", window - 1),
         );
     }
-    let both = quota(&mut con, &["both", "100", "1d", "ALGORITHM", "SLIDING"]);
-    let rolled = quota(&mut con, &["rolled", "100", "1d", "ALGORITHM", "SLIDING"]);
-    let stale = quota(&mut con, &["stale", "100", "1d", "ALGORITHM", "SLIDING"]);
+    let dry = |con: &mut redis::Connection, key: &str| {
+        check(con, &[key, "100", "1d", "ALGORITHM", "SLIDING", "DRYRUN"])
+    };
+    let both = dry(&mut con, "both");
+    let rolled = dry(&mut con, "rolled");
+    let stale = dry(&mut con, "stale");
     let t1 = server_time_ms(&mut con) as i64 + 1;
     if t1 / period != window || fraction(t1) > 0.9999 {
         eprintln!("skipped: the calls straddled the end of a day");
@@ -441,7 +444,7 @@ fn gcra_state_is_a_time_that_survives_a_change_of_limit() {
         ("7", 2),
         ("100", 49),
     ] {
-        let d = quota(&mut con, &["g", limit, "1h", "ALGORITHM", "GCRA"]);
+        let d = check(&mut con, &["g", limit, "1h", "ALGORITHM", "GCRA", "DRYRUN"]);
         assert_between(
             d.remaining,
             expected - 1,

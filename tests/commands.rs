@@ -169,8 +169,11 @@ fn dry_run_answers_without_writing() {
     }
 }
 
+/// QUOTA answers the standing now, with nothing spent: a fresh key shows the full capacity,
+/// `remaining` is what is left (one more than a cost-1 CHECK leaves when it is admitted), and
+/// `allowed`/`retry_after_ms` are those of a request of `COST n` (default 1). It never writes.
 #[test]
-fn quota_is_check_of_cost_one_that_never_writes() {
+fn quota_is_the_standing_now_and_never_writes() {
     let (_server, mut con, has_pexpiretime) = setup();
     for (algorithm, extra, capacity) in [
         ("FIXED", &[][..], 3),
@@ -180,22 +183,22 @@ fn quota_is_check_of_cost_one_that_never_writes() {
     ] {
         let key = format!("quota:{algorithm}:{capacity}");
         let config = limiter_args(&key, "3", "1h", algorithm, extra);
-        let mut dry_config = config.clone();
-        dry_config.push("DRYRUN".into());
+        let with = |words: &[&str]| {
+            let mut args = config.clone();
+            args.extend(words.iter().map(|w| w.to_string()));
+            args
+        };
 
-        let start = Instant::now();
         let q = quota(&mut con, &config);
-        let d = check(&mut con, &dry_config);
-        assert_same_decision(
-            &q,
-            &d,
-            elapsed_ms(start),
-            &format!("{algorithm}: fresh QUOTA vs DRYRUN"),
+        assert_eq!(
+            q.as_array(),
+            [1, capacity, capacity, 0, 0],
+            "{algorithm}: a fresh key shows the full capacity"
         );
         assert_eq!(
-            (q.allowed, q.limit, q.remaining),
-            (1, capacity, capacity - 1),
-            "{q:?}"
+            quota(&mut con, &with(&["COST", &(capacity + 1).to_string()])).as_array(),
+            [0, capacity, capacity, 0, -1],
+            "{algorithm}: a cost above the capacity never fits"
         );
         assert!(!exists(&mut con, &key), "{algorithm}: QUOTA never writes");
 
@@ -203,11 +206,28 @@ fn quota_is_check_of_cost_one_that_never_writes() {
             let before = snapshot(&mut con, &key, has_pexpiretime);
             let start = Instant::now();
             let q = quota(&mut con, &config);
+            let q2 = quota(&mut con, &with(&["COST", "2"]));
+            let dry2 = check(&mut con, &with(&["COST", "2", "DRYRUN"]));
             assert_unchanged(&mut con, &key, &before, has_pexpiretime, "QUOTA");
             let c = check(&mut con, &config);
-            let context = format!("{algorithm}: QUOTA predicts CHECK after {spent} spent");
-            assert_same_decision(&q, &c, elapsed_ms(start), &context);
+            let context = format!("{algorithm} after {spent} spent");
+            // COST n decides as a dry run of cost n would.
+            assert_eq!(q2.allowed, dry2.allowed, "{context}: {q2:?} {dry2:?}");
+            // QUOTA ran first: its wait is as long, or longer by the time in between.
+            assert_between(
+                q2.retry_after,
+                dry2.retry_after,
+                dry2.retry_after + elapsed_ms(start) as i64,
+                &context,
+            );
+            assert_eq!(q.allowed, c.allowed, "{context}: {q:?} {c:?}");
             assert_eq!(q.allowed, i64::from(spent < capacity), "{context}: {q:?}");
+            assert_eq!(q.remaining, capacity - spent, "{context}: {q:?}");
+            assert_eq!(
+                q.remaining,
+                c.remaining + c.allowed,
+                "{context}: what is left now vs after a cost-1 check: {q:?} {c:?}"
+            );
         }
     }
 }
@@ -280,9 +300,18 @@ fn keywords_and_algorithm_names_are_case_insensitive() {
     assert_eq!(decision(&lower).remaining, 1);
     let q = call(
         &mut con,
-        &["ratelimit.quota", "lower", "3", "1h", "ALGORITHM", "fixed"],
+        &[
+            "ratelimit.quota",
+            "lower",
+            "3",
+            "1h",
+            "ALGORITHM",
+            "fixed",
+            "cost",
+            "2",
+        ],
     );
-    assert_eq!(decision(&q).remaining, 0);
+    assert_eq!((decision(&q).allowed, decision(&q).remaining), (0, 1));
     assert_eq!(
         call(&mut con, &["Ratelimit.Reset", "lower"]),
         redis::Value::Int(1)
@@ -323,9 +352,19 @@ fn options_come_in_any_order() {
     assert_eq!(fixed.as_array(), [1, 3, 1, HOUR_MS, 0]);
     let quota_gcra = quota(
         &mut con,
-        &["order:q", "3", "1h", "BURST", "5", "ALGORITHM", "GCRA"],
+        &[
+            "order:q",
+            "3",
+            "1h",
+            "COST",
+            "6",
+            "BURST",
+            "5",
+            "ALGORITHM",
+            "GCRA",
+        ],
     );
-    assert_eq!(quota_gcra.as_array(), [1, 5, 4, 1_200_000, 0]);
+    assert_eq!(quota_gcra.as_array(), [0, 5, 5, 0, -1]);
 }
 
 #[test]
@@ -355,9 +394,16 @@ fn period_units() {
         );
         // One unit of a GCRA limit of 1 drips back in one period.
         let gcra_key = format!("p:gcra:{period}");
-        let d = quota(
+        let d = check(
             &mut con,
-            &[gcra_key.as_str(), "1", period, "ALGORITHM", "GCRA"],
+            &[
+                gcra_key.as_str(),
+                "1",
+                period,
+                "ALGORITHM",
+                "GCRA",
+                "DRYRUN",
+            ],
         );
         assert_between(
             d.reset_after,
@@ -431,8 +477,16 @@ fn limits_and_costs_at_their_bounds() {
     }
     // GCRA intervals far below a nanosecond stay exact: 10^15 units per millisecond take exactly
     // one millisecond to drip back, and a single one rounds up to a millisecond.
-    let d = quota(&mut con, &["sub", max, "1ms", "ALGORITHM", "GCRA"]);
+    let d = check(
+        &mut con,
+        &["sub", max, "1ms", "ALGORITHM", "GCRA", "DRYRUN"],
+    );
     assert_eq!(d.as_array(), [1, max_n, max_n - 1, 1, 0]);
+    let d = quota(
+        &mut con,
+        &["sub", max, "1ms", "ALGORITHM", "GCRA", "COST", max],
+    );
+    assert_eq!(d.as_array(), [1, max_n, max_n, 0, 0]);
     let d = check(
         &mut con,
         &[

@@ -130,17 +130,18 @@ fn distance(from: u64, to: u64) -> i128 {
 pub(crate) const MAX_AHEAD: u64 = MAX_SPAN as u64;
 
 /// The stored arrival time, relative to `now`'s floor and scaled by `period_us`, as in
-/// [`decide_scaled`]; at most [`MAX_AHEAD`] units ahead.
+/// [`decide_scaled`]; at most [`MAX_AHEAD`] units ahead, or `capacity * K + 1` without expiry
+/// (see [`most_ahead`]).
 ///
 /// The value is trusted when it agrees with the key's expiry, which is the same time rounded up
 /// to the millisecond. When they disagree, the value was written under another limit or period
 /// (whose GCRA units differ) or the expiry was changed by hand: the expiry, which means the same
 /// in every configuration, is used instead.
-fn stored_tat(units: &Units, s: GcraState, now_us: u64) -> i128 {
+fn stored_tat(units: &Units, s: GcraState, now_us: u64, capacity: u64) -> i128 {
     let (now_floor, now_rest) = units.now(now_us);
     let p = units.period as i128;
     let per_us = units.per_us as i128;
-    let most = i128::from(MAX_AHEAD) * p;
+    let most = i128::from(most_ahead(s, capacity, units.k as u64)) * p;
     let from_value = distance(now_floor, s.tat) * p;
     let tat = match s.expire_at_ms {
         Some(expire_at_ms) if expire_at_ms < MAX_TIME_MS => {
@@ -192,6 +193,19 @@ pub(crate) fn refund(
     }
 }
 
+/// How far ahead of now a stored arrival time is read, in units. With an expiry, as far as a
+/// debt can go, [`MAX_AHEAD`]. Without one (after `PERSIST`, or written by hand), the value
+/// alone cannot tell a debt from an old time that wrapped around its 2^62 range (after 2.3 s at
+/// 10^15 per millisecond): it is read as at most a full bucket spent, `capacity * K + 1`, so
+/// that a misreading denies for at most one tolerance, until the expiry that the decision gives
+/// the key.
+fn most_ahead(s: GcraState, capacity: u64, k: u64) -> u64 {
+    match s.expire_at_ms {
+        Some(_) => MAX_AHEAD,
+        None => capacity * k + 1,
+    }
+}
+
 /// Whether the key this state was read from lacks an expiry, and so needs the one its state
 /// implies.
 fn without_expiry(state: Option<GcraState>) -> bool {
@@ -218,7 +232,7 @@ fn decide_whole(
     // Relative to `now`, in units; `now` itself is 0.
     let tolerance = capacity * k;
     let base = match state {
-        Some(s) => whole.backlog(s),
+        Some(s) => whole.backlog(s, most_ahead(s, capacity, k)),
         None => 0,
     };
 
@@ -272,7 +286,7 @@ fn refund_whole(
     let k = limit.gcra_units_per_interval();
     let whole = Whole::new(u, now_us);
     let base = match state {
-        Some(s) => whole.backlog(s),
+        Some(s) => whole.backlog(s, most_ahead(s, limit.burst(), k)),
         None => 0,
     };
     let moved = amount.saturating_mul(k).min(base);
@@ -343,9 +357,9 @@ impl Whole {
     }
 
     /// [`stored_tat`] in whole units: the arrival time relative to `now`, from 0 (`now` or
-    /// earlier: only `max(tat, now)` is ever used) to [`MAX_AHEAD`].
-    fn backlog(&self, s: GcraState) -> u64 {
-        let (u, most) = (self.u, MAX_AHEAD);
+    /// earlier: only `max(tat, now)` is ever used) to `most`.
+    fn backlog(&self, s: GcraState, most: u64) -> u64 {
+        let u = self.u;
         let half = GCRA_MODULUS / 2;
         let forward = s.tat.wrapping_sub(self.now_floor) & (GCRA_MODULUS - 1);
         let from_value = i128::from(forward)
@@ -419,9 +433,9 @@ impl Scaled {
     }
 
     /// The arrival time's distance ahead of now, scaled, at least 0.
-    fn backlog(&self, state: Option<GcraState>) -> i128 {
+    fn backlog(&self, state: Option<GcraState>, capacity: u64) -> i128 {
         match state {
-            Some(s) => (stored_tat(&self.units, s, self.now_us) - self.now).max(0),
+            Some(s) => (stored_tat(&self.units, s, self.now_us, capacity) - self.now).max(0),
             None => 0,
         }
     }
@@ -485,7 +499,7 @@ fn decide_scaled(
     let unit = at.k * at.p;
     let tolerance = i128::from(capacity) * unit;
     let most = i128::from(MAX_AHEAD) * at.p;
-    let base = at.backlog(state);
+    let base = at.backlog(state, capacity);
 
     let spent = at.spent(cost);
     let fits = cost <= capacity && base + spent <= tolerance;
@@ -531,7 +545,7 @@ fn refund_scaled(
     amount: u64,
 ) -> (u64, Change) {
     let at = Scaled::new(limit, now_us);
-    let base = at.backlog(state);
+    let base = at.backlog(state, limit.burst());
     let moved = at.spent(amount).min(base);
     let change = match base - moved {
         _ if moved == 0 => at.repair(state, base),

@@ -275,6 +275,7 @@ fn run(limits: Vec<Limit>, start_us: u64, actions: Vec<(u64, Action)>) {
                         "a denied request spends nothing anywhere"
                     );
                     keys[k].sim.apply(outcome.change);
+                    keys[k].sim.in_debt |= force;
                     if spends {
                         keys[k].record(cost, outcome.decision.allowed, force, outcome.window);
                     }

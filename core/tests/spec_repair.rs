@@ -74,3 +74,37 @@ fn a_sliding_key_without_expiry_gets_its_window_or_goes() {
     assert_eq!((d.allowed, d.remaining, d.retry_after_ms), (false, 10, -1));
     assert_eq!(sim.stored(), None, "nothing in it counts any more");
 }
+
+/// A GCRA value without expiry wraps around its 2^62 range after 2.3 s at 10^15 per
+/// millisecond, and then cannot be told from a debt. Whatever it holds, it is read as at most a
+/// full bucket spent, and the check gives it the expiry of that reading: the key heals within
+/// one tolerance (here a millisecond), never later.
+#[test]
+fn a_wrapped_gcra_value_without_expiry_heals_within_one_tolerance() {
+    let max = 1_000_000_000_000_000;
+    let limit = Limit::new(Algorithm::Gcra, max, 1, None).unwrap();
+    for stored in [
+        1u64,
+        1 << 40,
+        1 << 61,
+        (1 << 62) - 1,
+        4_611_686_018_427_387_904,
+    ] {
+        let mut sim = Sim::new(limit, START);
+        // A value no limiter wrote: it may disagree with the expiry it is then given.
+        sim.limit_changed = true;
+        sim.write(format!("-{stored}").as_bytes(), None);
+        let d = sim.check(1, false);
+        assert!(d.reset_after_ms <= 2, "{stored}: {d:?}");
+        assert!(d.allowed || d.retry_after_ms <= 2, "{stored}: {d:?}");
+        match sim.stored() {
+            None => {}
+            Some((_, expiry)) => {
+                let at = expiry.expect("given an expiry");
+                assert!(at <= START / 1000 + 2, "{stored}: expires at {at}");
+            }
+        }
+        sim.advance_us(2_000);
+        assert!(sim.check(max, false).allowed, "{stored}: healed");
+    }
+}

@@ -24,6 +24,8 @@ fn request(
         limit: Limit::new(algorithm, limit, period_ms, burst).unwrap(),
         cost: 1,
         dry_run: false,
+        force: false,
+        with_window: false,
     }
 }
 
@@ -94,6 +96,30 @@ fn accepts_every_option() {
                 ..request(Gcra, 3, 10_000, Some(4))
             },
         ),
+        (
+            "C k 3 10s FORCE",
+            Request {
+                force: true,
+                ..base
+            },
+        ),
+        (
+            "C k 3 10s withwindow force COST 7",
+            Request {
+                force: true,
+                with_window: true,
+                cost: 7,
+                ..base
+            },
+        ),
+        (
+            "C k 3 10s WITHWINDOW DRYRUN",
+            Request {
+                dry_run: true,
+                with_window: true,
+                ..base
+            },
+        ),
     ];
     for (line, expected) in cases {
         assert_eq!(check(line), Ok(expected), "{line}");
@@ -101,7 +127,15 @@ fn accepts_every_option() {
 }
 
 #[test]
-fn quota_is_a_dry_run_of_cost_one() {
+fn quota_never_writes_and_takes_a_cost() {
+    assert_eq!(
+        quota("Q k 3 10s COST 2"),
+        Ok(Request {
+            dry_run: true,
+            cost: 2,
+            ..request(Algorithm::Fixed, 3, 10_000, None)
+        })
+    );
     let base = Request {
         dry_run: true,
         ..request(Algorithm::Fixed, 3, 10_000, None)
@@ -300,10 +334,242 @@ fn reports_every_error() {
             "ERR invalid burst '0': expected an integer from 1 to 1000000000000000",
         ),
         ("C k 3 10s BURST 5 FOO", "ERR unknown option 'FOO'"),
+        (
+            "C k 3 10s FORCE DRYRUN",
+            "ERR FORCE and DRYRUN cannot be combined",
+        ),
+        (
+            "C k 3 10s DRYRUN force",
+            "ERR FORCE and DRYRUN cannot be combined",
+        ),
+        (
+            "C k 3 10s FORCE FORCE",
+            "ERR option 'FORCE' given more than once",
+        ),
+        (
+            "C k 3 10s WITHWINDOW WITHWINDOW",
+            "ERR option 'WITHWINDOW' given more than once",
+        ),
+        ("C k 3 10s WINDOW 5", "ERR unknown option 'WINDOW'"),
+        ("C k 3 10s LIMIT 5 5s", "ERR unknown option 'LIMIT'"),
     ];
     for (line, expected) in cases {
         assert_eq!(check(line).unwrap_err().to_string(), *expected, "{line}");
     }
+}
+
+fn refund(line: &str) -> Result<Refund<'_>, Error> {
+    parse_refund(&words(line), Algorithm::Fixed).map(|r| Refund { key: b"k", ..r })
+}
+
+#[test]
+fn refund_needs_a_cost_and_takes_a_window() {
+    let limit = Limit::new(Algorithm::Fixed, 3, 10_000, None).unwrap();
+    assert_eq!(
+        refund("R k 3 10s COST 2"),
+        Ok(Refund {
+            key: b"k",
+            limit,
+            amount: 2,
+            window: None,
+        })
+    );
+    assert_eq!(
+        refund("R k 3 10s window 18446744073709551615 cost 0"),
+        Ok(Refund {
+            key: b"k",
+            limit,
+            amount: 0,
+            window: Some(u64::MAX),
+        })
+    );
+    let gcra = Limit::new(Algorithm::Gcra, 3, 10_000, Some(5)).unwrap();
+    assert_eq!(
+        refund("R k 3 10s ALGORITHM GCRA BURST 5 COST 1").map(|r| r.limit),
+        Ok(gcra)
+    );
+    let cases: &[(&str, &str)] = &[
+        (
+            "R k 3",
+            "ERR wrong number of arguments for 'ratelimit.refund' command",
+        ),
+        ("R k 3 10s", "ERR RATELIMIT.REFUND needs COST n"),
+        ("R k 3 10s WINDOW 5", "ERR RATELIMIT.REFUND needs COST n"),
+        (
+            "R k 3 10s COST 1 WINDOW -1",
+            "ERR invalid window '-1': expected a non-negative integer",
+        ),
+        (
+            "R k 3 10s COST 1 WINDOW 18446744073709551616",
+            "ERR invalid window '18446744073709551616': expected a non-negative integer",
+        ),
+        (
+            "R k 3 10s COST 1 WINDOW",
+            "ERR option 'WINDOW' needs a value",
+        ),
+        (
+            "R k 3 10s COST 1 WINDOW 1 WINDOW 2",
+            "ERR option 'WINDOW' given more than once",
+        ),
+        (
+            "R k 3 10s COST 1 DRYRUN",
+            "ERR RATELIMIT.REFUND does not accept 'DRYRUN'",
+        ),
+        (
+            "R k 3 10s COST 1 FORCE",
+            "ERR RATELIMIT.REFUND does not accept 'FORCE'",
+        ),
+        (
+            "R k 3 10s COST 1 WITHWINDOW",
+            "ERR RATELIMIT.REFUND does not accept 'WITHWINDOW'",
+        ),
+        (
+            "R k 3 10s COST x",
+            "ERR invalid cost 'x': expected an integer from 0 to 1000000000000000",
+        ),
+        (
+            "R k 0 10s COST 1",
+            "ERR invalid limit '0': expected an integer from 1 to 1000000000000000",
+        ),
+        (
+            "R k 3 10s COST 1 BURST 2",
+            "ERR BURST applies only to ALGORITHM GCRA",
+        ),
+    ];
+    for (line, expected) in cases {
+        assert_eq!(refund(line).unwrap_err().to_string(), *expected, "{line}");
+    }
+}
+
+fn mcheck(line: &str) -> Result<MultiRequest, Error> {
+    parse_mcheck(&words(line), Algorithm::Fixed)
+}
+
+#[test]
+fn mcheck_takes_one_policy_per_key() {
+    use Algorithm::*;
+    let limit = |a, l, p, b| Limit::new(a, l, p, b).unwrap();
+    assert_eq!(
+        mcheck("M 3 a b c LIMIT 10 1s LIMIT 600 1m LIMIT 90000 1m ALGORITHM GCRA COST 1200"),
+        Ok(MultiRequest {
+            policies: vec![
+                (limit(Fixed, 10, 1_000, None), 1),
+                (limit(Fixed, 600, 60_000, None), 1),
+                (limit(Gcra, 90_000, 60_000, None), 1_200),
+            ],
+            dry_run: false,
+            force: false,
+            with_window: false,
+        })
+    );
+    // Flags anywhere; a policy's options in any order, up to the next LIMIT.
+    assert_eq!(
+        mcheck("M 2 a b WITHWINDOW limit 5 5s cost 2 force algorithm sliding LIMIT 7 1h"),
+        Ok(MultiRequest {
+            policies: vec![
+                (limit(Sliding, 5, 5_000, None), 2),
+                (limit(Fixed, 7, 3_600_000, None), 1),
+            ],
+            dry_run: false,
+            force: true,
+            with_window: true,
+        })
+    );
+    assert_eq!(
+        mcheck("M 1 a LIMIT 1 1ms DRYRUN").map(|r| (r.dry_run, r.policies.len())),
+        Ok((true, 1))
+    );
+    let sixteen: String = (0..16).map(|i| format!(" k{i}")).collect();
+    let policies = " LIMIT 1 1s".repeat(16);
+    assert_eq!(
+        mcheck(&format!("M 16{sixteen}{policies}")).map(|r| r.policies.len()),
+        Ok(16)
+    );
+    let arity = "ERR wrong number of arguments for 'ratelimit.mcheck' command";
+    let cases: Vec<(String, &str)> = vec![
+        ("M".into(), arity),
+        ("M 1".into(), arity),
+        ("M 2 a b".into(), arity),
+        ("M 1 a LIMIT 5".into(), arity),
+        (
+            "M 0 a LIMIT 5 5s".into(),
+            "ERR invalid numkeys '0': expected an integer from 1 to 16, followed by that many keys",
+        ),
+        (
+            "M 17 a LIMIT 5 5s".into(),
+            "ERR invalid numkeys '17': expected an integer from 1 to 16, followed by that many keys",
+        ),
+        (
+            "M 3 a b".into(),
+            "ERR invalid numkeys '3': expected an integer from 1 to 16, followed by that many keys",
+        ),
+        (
+            "M x a LIMIT 5 5s".into(),
+            "ERR invalid numkeys 'x': expected an integer from 1 to 16, followed by that many keys",
+        ),
+        (
+            "M 2 a a LIMIT 5 5s LIMIT 5 5s".into(),
+            "ERR key 'a' given more than once",
+        ),
+        (
+            "M 2 a b LIMIT 5 5s".into(),
+            "ERR expected 2 policies (one LIMIT limit period ... per key), got 1",
+        ),
+        (
+            "M 1 a LIMIT 5 5s LIMIT 5 5s".into(),
+            "ERR expected 1 policies (one LIMIT limit period ... per key), got 2",
+        ),
+        (
+            "M 1 a COST 2 LIMIT 5 5s".into(),
+            "ERR expected LIMIT limit period before 'COST'",
+        ),
+        (
+            "M 1 a DRYRUN algorithm gcra LIMIT 5 5s".into(),
+            "ERR expected LIMIT limit period before 'algorithm'",
+        ),
+        (
+            "M 1 a LIMIT 5 5s COST 2 COST 3".into(),
+            "ERR option 'COST' given more than once",
+        ),
+        (
+            "M 1 a LIMIT 5 5s DRYRUN FORCE".into(),
+            "ERR FORCE and DRYRUN cannot be combined",
+        ),
+        (
+            "M 1 a LIMIT 5 5s WINDOW 3".into(),
+            "ERR RATELIMIT.MCHECK does not accept 'WINDOW'",
+        ),
+        ("M 1 a LIMIT 5 5s FOO".into(), "ERR unknown option 'FOO'"),
+        (
+            "M 1 a LIMIT 0 5s".into(),
+            "ERR invalid limit '0': expected an integer from 1 to 1000000000000000",
+        ),
+        (
+            "M 2 a b LIMIT 5 5s LIMIT 5 5x".into(),
+            "ERR invalid period '5x': expected an integer with optional unit ms, s, m, h or d",
+        ),
+        (
+            "M 1 a LIMIT 5 5s BURST 3".into(),
+            "ERR BURST applies only to ALGORITHM GCRA",
+        ),
+        (
+            "M 1 a LIMIT 5 5s COST".into(),
+            "ERR option 'COST' needs a value",
+        ),
+    ];
+    for (line, expected) in cases {
+        assert_eq!(mcheck(&line).unwrap_err().to_string(), expected, "{line}");
+    }
+}
+
+#[test]
+fn mcheck_keys_for_the_server() {
+    assert_eq!(keys_of(&words("M 2 a b LIMIT 5 5s")), Some(2));
+    assert_eq!(keys_of(&words("M 2 a b")), Some(2));
+    assert_eq!(keys_of(&words("M 3 a b")), None);
+    assert_eq!(keys_of(&words("M 0 a")), None);
+    assert_eq!(keys_of(&words("M 17 a")), None);
+    assert_eq!(keys_of(&words("M")), None);
 }
 
 #[test]
@@ -313,17 +579,18 @@ fn reports_quota_errors() {
             "Q k 3",
             "ERR wrong number of arguments for 'ratelimit.quota' command",
         ),
-        (
-            "Q k 3 10s COST 1",
-            "ERR RATELIMIT.QUOTA does not accept 'COST'",
-        ),
-        (
-            "Q k 3 10s cost",
-            "ERR RATELIMIT.QUOTA does not accept 'COST'",
-        ),
+        ("Q k 3 10s cost", "ERR option 'COST' needs a value"),
         (
             "Q k 3 10s DRYRUN",
             "ERR RATELIMIT.QUOTA does not accept 'DRYRUN'",
+        ),
+        (
+            "Q k 3 10s FORCE",
+            "ERR RATELIMIT.QUOTA does not accept 'FORCE'",
+        ),
+        (
+            "Q k 3 10s WITHWINDOW",
+            "ERR RATELIMIT.QUOTA does not accept 'WITHWINDOW'",
         ),
         ("Q k 3 10s FOO DRYRUN", "ERR unknown option 'FOO'"),
         (
@@ -583,11 +850,24 @@ fn fuzz_never_panics_and_respects_the_contract() {
                 parse_check(&args, Algorithm::Fixed),
                 parse_quota(&args, Algorithm::Fixed),
                 parse_reset(&args),
+                parse_refund(&args, Algorithm::Fixed).map(|r| (r.amount, r.window)),
+                parse_mcheck(&args, Algorithm::Fixed).map(|m| m.policies.len()),
+                keys_of(&args),
             )
         }));
-        let Ok((check, quota, reset)) = outcome else {
+        let Ok((check, quota, reset, refund, mcheck, keys)) = outcome else {
             panic!("round {round} (seed {seed:#x}) panicked on {args:?}");
         };
+        for error in [refund.err(), mcheck.as_ref().err().cloned()]
+            .into_iter()
+            .flatten()
+        {
+            assert!(error.is_invalid_request(), "{error} for {args:?}");
+            assert_safe_error(&error, &args);
+        }
+        if let Ok(count) = mcheck {
+            assert_eq!(keys, Some(count), "{args:?}");
+        }
         for (result, is_quota) in [(check, false), (quota, true)] {
             match result {
                 Ok(request) => {
@@ -602,9 +882,9 @@ fn fuzz_never_panics_and_respects_the_contract() {
                         assert_eq!(limit.burst(), limit.limit(), "{args:?}");
                     }
                     if is_quota {
-                        assert!(request.dry_run);
-                        assert_eq!(request.cost, 1);
+                        assert!(request.dry_run && !request.force && !request.with_window);
                     }
+                    assert!(!(request.dry_run && request.force) || is_quota, "{args:?}");
                 }
                 Err(error) => {
                     rejected += 1;

@@ -5,7 +5,9 @@
 //! [`RedisValue::NoReply`] to `redis_module`, so replies keep the same shape in RESP2 and RESP3.
 
 pub(crate) mod check;
+pub(crate) mod mcheck;
 pub(crate) mod quota;
+pub(crate) mod refund;
 pub(crate) mod reset;
 
 use crate::args::Command;
@@ -62,19 +64,68 @@ fn reply_error(ctx: &Context, error: &Error) {
     }
 }
 
-/// Replies a decision as the contract's array of five integers:
+/// Fails with [`Error::VerbatimScript`] when the command runs inside a script that the server
+/// replicates verbatim: only Redis 6.2 and older do, with `lua-replicate-commands no`, and
+/// there a replica or an AOF replay would run the script, and so decide again, on its own
+/// clock. The config is read only when the command runs in a script, which is rare. A script
+/// that switched itself to effects with `redis.replicate_commands()` is refused too: the module
+/// cannot tell.
+pub(crate) fn refuse_verbatim_script(ctx: &Context, command: Command) -> Result<(), Error> {
+    // SAFETY: the context is the command's; GetContextFlags exists since Redis 5.
+    let flags =
+        unsafe { raw::RedisModule_GetContextFlags.map_or(0, |get_flags| get_flags(ctx.ctx)) };
+    if flags & raw::REDISMODULE_CTX_FLAGS_LUA as i32 == 0 {
+        return Ok(());
+    }
+    let verbatim = match ctx.call("CONFIG", &["GET", "lua-replicate-commands"]) {
+        Ok(RedisValue::Array(pair)) => matches!(
+            pair.get(1),
+            Some(RedisValue::SimpleString(value) | RedisValue::BulkString(value))
+                if value.eq_ignore_ascii_case("no")
+        ),
+        _ => false,
+    };
+    if verbatim {
+        Err(Error::VerbatimScript(command))
+    } else {
+        Ok(())
+    }
+}
+
+/// A reply field: counts and times are below 2^63, but saturate rather than wrap.
+pub(crate) fn saturate(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The contract's five integers of a decision:
 /// `[allowed, limit, remaining, reset_after_ms, retry_after_ms]`.
-pub(crate) fn reply_decision(ctx: &Context, decision: &Decision) {
-    let saturate = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-    let fields = [
+pub(crate) fn decision_fields(decision: &Decision) -> [i64; 5] {
+    [
         i64::from(decision.allowed),
         saturate(decision.limit),
         saturate(decision.remaining),
         saturate(decision.reset_after_ms),
         decision.retry_after_ms,
-    ];
+    ]
+}
+
+/// Replies a decision as the contract's array of five integers, with `window` as a sixth when
+/// given (`WITHWINDOW`).
+pub(crate) fn reply_decision(ctx: &Context, decision: &Decision, window: Option<u64>) {
+    let fields = decision_fields(decision);
+    match window {
+        None => reply_integers(ctx, &fields),
+        Some(window) => {
+            let [a, b, c, d, e] = fields;
+            reply_integers(ctx, &[a, b, c, d, e, saturate(window)]);
+        }
+    }
+}
+
+/// Replies an array of integers.
+pub(crate) fn reply_integers(ctx: &Context, fields: &[i64]) {
     raw::reply_with_array(ctx.ctx, fields.len() as std::os::raw::c_long);
-    for field in fields {
+    for &field in fields {
         raw::reply_with_long_long(ctx.ctx, field);
     }
 }

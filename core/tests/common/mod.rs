@@ -10,6 +10,9 @@ pub struct Sim {
     pub limit: Limit,
     /// Set when a test changes `limit` under a live key.
     pub limit_changed: bool,
+    /// Set once a forced spend may have put the key in debt: a GCRA value then reads
+    /// differently without its expiry (see `most_ahead` in core/src/gcra.rs).
+    pub in_debt: bool,
     pub now_us: u64,
     value: Option<(Vec<u8>, Option<u64>)>,
 }
@@ -19,6 +22,7 @@ impl Sim {
         Sim {
             limit,
             limit_changed: false,
+            in_debt: false,
             now_us,
             value: None,
         }
@@ -126,7 +130,10 @@ impl Sim {
         let Outcome {
             decision, change, ..
         } = outcome;
-        if let (Some(State::Gcra(gcra)), false) = (state, self.limit_changed) {
+        if force {
+            self.in_debt = true;
+        }
+        if let (Some(State::Gcra(gcra)), false) = (state, self.limit_changed || self.in_debt) {
             // The expiry only guards against values written under another configuration: for
             // the limiter's own values it must change nothing.
             let without_expiry = State::Gcra(GcraState {
