@@ -1,108 +1,34 @@
--- GCRA, for check.lua: a fast path on doubles and an exact one on bignums.
+-- GCRA: gcra.rs, for the commands. An exact path on bignums serves every request; a fast path
+-- on doubles serves plain decisions (no FORCE, no refund) when every value relative to now stays
+-- below 2^52, and gives way to the exact path otherwise.
 
--- GCRA in exact-K mode, in units and with doubles: now is a whole number of units
--- (now_rest = 0) and one microsecond is `c` units. The caller checked that every value relative
--- to now stays below 2^52; only now's floor and the stored tat, which are absolute (modulo
--- 2^62), may need a bignum. Returns nil, before any side effect, in the one case where a double
--- would not be exact (an expiry far in the past); the caller then takes the bignum path.
-local function gcra_fast(capacity, k, c, tat_plus_one, expire_at, now_us, cost)
-  local capacity_k = capacity * k
-  local most = capacity_k + 1
-  local now_floor = now_us * c
-  local now_floor_bn = nil
-  if now_floor >= TWO53 then
-    local B = bignum()
-    now_floor_bn = B.mod62(B.mul(B.bn(now_us), B.bn(c)))
-  end
-  local backlog = 0
-  if tat_plus_one then
-    -- The distance from now's floor to the stored tat on the 2^62 circle. Beyond 2^53 either
-    -- way it is replaced by +-2^60, which compares the same with every value below.
-    local t
-    local tat = small(tat_plus_one)
-    if tat and not now_floor_bn then
-      t = tat - 1 - now_floor
-    else
-      local B = bignum()
-      local tat_bn = B.sub(B.from_decimal(tat_plus_one), B.ONE)
-      local nf = now_floor_bn or B.bn(now_floor)
-      local d
-      if B.cmp(tat_bn, nf) >= 0 then
-        d = B.sub(tat_bn, nf)
-      else
-        d = B.sub(B.add(tat_bn, B.TWO62), nf)
-      end
-      if B.cmp(d, B.TWO61) < 0 then
-        t = B.fits(d) and B.number(d) or FAR
-      else
-        d = B.sub(B.TWO62, d)
-        t = B.fits(d) and -B.number(d) or -FAR
-      end
-    end
-    -- gcra.rs's stored_tat: trust the value only if it agrees with the key's expiry.
-    if expire_at and expire_at < MAX_TIME_MS then
-      local until_us = expire_at * 1000 - now_us
-      local latest
-      if until_us > floor(most / c) + 1 then
-        latest = most + c
-      else
-        latest = until_us * c
-        if latest <= -TWO52 then
-          return nil
-        end
-      end
-      if not (t <= latest and t > latest - expiry_window_us * c) then
-        t = latest
-      end
-    end
-    if t > most then
-      t = most
-    end
-    if t > 0 then
-      backlog = t
-    end
-  end
-  local function remaining(b)
-    return b < capacity_k and floor((capacity_k - b) / k) or 0
-  end
-  local function time_ms(units)
-    if units <= 0 then
-      return 0
-    end
-    local ms = ceil_div(ceil_div(units, c), 1000)
-    return ms < MAX_TIME_MS and ms or MAX_TIME_MS
-  end
-  if cost > capacity or backlog + cost * k > capacity_k then
-    local retry = cost > capacity and -1 or time_ms(backlog + cost * k - capacity_k)
-    return { 0, capacity, remaining(backlog), time_ms(backlog), retry }
-  end
-  local after = backlog + cost * k
-  local decision = { 1, capacity, remaining(after), time_ms(after), 0 }
-  if cost == 0 then
-    return decision
-  end
-  local expire_ms = ceil_div(now_us + ceil_div(after, c), 1000)
-  expire_ms = expire_ms < MAX_TIME_MS and expire_ms or MAX_TIME_MS
-  local value
-  if not now_floor_bn and now_floor + after + 1 < TWO53 then
-    value = decimal(now_floor + after + 1)
+-- The arrival time's distance from now's floor on the 2^62 circle, as a signed bignum in
+-- [-2^61, 2^61). `tat_plus_one` is the stored magnitude's digits.
+local function gcra_distance(B, tat_plus_one, now_floor)
+  local tat = B.sub(B.from_decimal(tat_plus_one), B.ONE)
+  local d
+  if B.cmp(tat, now_floor) >= 0 then
+    d = B.sub(tat, now_floor)
   else
-    local B = bignum()
-    local tat = B.mod62(B.add(now_floor_bn or B.bn(now_floor), B.bn(after)))
-    value = B.decimal(B.add(tat, B.ONE))
+    d = B.sub(B.add(tat, B.TWO62), now_floor)
   end
-  return decision, '-' .. value, expire_ms
+  if B.cmp(d, B.TWO61) < 0 then
+    return B.positive(d)
+  end
+  return B.negative(B.sub(B.TWO62, d))
 end
 
--- GCRA with bignums, for every configuration: gcra.rs step by step, scaled by period_us and
--- relative to now's floor.
-local function gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us, cost)
+-- GCRA with bignums, for every configuration and request: gcra.rs's Scaled step by step,
+-- scaled by period_us and relative to now's floor. `op` is 'decide' (a request of `n`, forced
+-- with `force`) or 'refund' (of `n`). Returns the decision and the change for 'decide', the units
+-- given back and the change for 'refund'.
+local function gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us, op, n, force)
   local B = bignum()
   local bn, bn_add, bn_sub, bn_mul, bn_cmp, bn_number = B.bn, B.add, B.sub, B.mul, B.cmp, B.number
   local bn_divmod, bn_ceil_div, bn_mod62 = B.divmod, B.ceil_div, B.mod62
-  local bn_from_decimal, bn_decimal, bn_time_ms = B.from_decimal, B.decimal, B.time_ms
+  local bn_decimal, bn_time_ms = B.decimal, B.time_ms
   local positive, negative, s_add, s_cmp = B.positive, B.negative, B.s_add, B.s_cmp
-  local ZERO, ONE, TWO61, TWO62 = B.ZERO, B.ONE, B.TWO61, B.TWO62
+  local ZERO, ONE, TWO60 = B.ZERO, B.ONE, B.TWO60
   local K, P = bn(k), bn(p)
   local per_us = bn_mul(bn(limit), K)
   -- now in units = now_us * limit * K / p, as its floor modulo 2^62 and the rest (scaled).
@@ -111,33 +37,26 @@ local function gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us
   local now_floor = bn_mod62(bn_add(bn_mul(bn_mod62(whole), K), rest_units))
 
   local capacity_k = bn_mul(bn(capacity), K)
-  local most = bn_mul(bn_add(capacity_k, ONE), P)
-  -- backlog = max(tat, now) - now.
-  local backlog = ZERO
+  -- gcra.rs's most_ahead: a debt can reach 2^60 units; a key without expiry is read as at most
+  -- a full bucket spent.
+  local most = bn_mul(expire_at and TWO60 or bn_add(capacity_k, ONE), P)
+  -- b = max(tat, now) - now, the backlog.
+  local b = ZERO
   if tat_plus_one then
-    -- The distance from now_floor to the stored tat on the 2^62 circle, in [-2^61, 2^61).
-    local tat = bn_sub(bn_from_decimal(tat_plus_one), ONE)
-    local d
-    if bn_cmp(tat, now_floor) >= 0 then
-      d = bn_sub(tat, now_floor)
-    else
-      d = bn_sub(bn_add(tat, TWO62), now_floor)
-    end
-    if bn_cmp(d, TWO61) < 0 then
-      d = positive(d)
-    else
-      d = negative(bn_sub(TWO62, d))
-    end
+    local d = gcra_distance(B, tat_plus_one, now_floor)
     local t = { n = d.n, m = bn_mul(d.m, P) }
     if expire_at and expire_at < MAX_TIME_MS then
       local until_us = s_add(positive(bn_mul(bn(expire_at), bn(1000))), negative(bn(now_us)))
+      local far = positive(bn_add((bn_divmod(most, per_us)), ONE))
       local latest
-      if s_cmp(until_us, positive(bn_add((bn_divmod(most, per_us)), ONE))) > 0 then
+      if s_cmp(until_us, far) > 0 then
         latest = positive(bn_add(most, per_us))
+      elseif s_cmp(until_us, { n = true, m = far.m }) < 0 then
+        latest = negative(bn_add(most, per_us))
       else
         latest = s_add({ n = until_us.n, m = bn_mul(until_us.m, per_us) }, positive(now))
       end
-      local low = s_add(latest, negative(bn_mul(bn(expiry_window_us), per_us)))
+      local low = s_add(latest, negative(bn_mul(bn(EXPIRY_WINDOW_US), per_us)))
       if not (s_cmp(t, latest) <= 0 and s_cmp(t, low) > 0) then
         t = latest
       end
@@ -147,44 +66,188 @@ local function gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us
     end
     local ahead = s_add(t, negative(now))
     if not ahead.n then
-      backlog = ahead.m
+      b = ahead.m
     end
   end
 
   local tolerance = bn_mul(capacity_k, P)
   local unit = bn_mul(K, P)
-  local function remaining(b)
-    if bn_cmp(b, tolerance) >= 0 then
-      return 0
-    end
-    return bn_number((bn_divmod(bn_sub(tolerance, b), unit)))
-  end
   local ms_divisor = bn_mul(per_us, bn(1000))
-  local function time_ms(scaled)
-    if #scaled == 0 then
+  local limit_ahead = bn_mul(TWO60, P)
+  local function time_ms(x)
+    if #x == 0 then
       return 0
     end
-    return bn_time_ms(bn_ceil_div(scaled, ms_divisor))
+    return bn_time_ms(bn_ceil_div(x, ms_divisor))
   end
-  local after = bn_add(backlog, bn_mul(bn(cost), unit))
-  if cost > capacity or bn_cmp(after, tolerance) > 0 then
-    local retry = cost > capacity and -1 or time_ms(bn_sub(after, tolerance))
-    return { 0, capacity, remaining(backlog), time_ms(backlog), retry }
+  local function remaining(x)
+    if bn_cmp(x, tolerance) >= 0 then
+      return 0
+    end
+    return bn_number((bn_divmod(bn_sub(tolerance, x), unit)))
   end
-  local decision = { 1, capacity, remaining(after), time_ms(after), 0 }
-  if cost == 0 then
-    return decision
+  -- `count` intervals, scaled, at most 2^60 units.
+  local function spent_of(count)
+    local units = bn_mul(bn(count), K)
+    if bn_cmp(units, TWO60) > 0 then
+      units = TWO60
+    end
+    return bn_mul(units, P)
   end
-  -- The stored tat, rounded up to a whole unit.
-  local stored = bn_ceil_div(bn_add(after, now), P)
-  local full_in_us = bn_ceil_div(bn_sub(bn_mul(stored, P), now), per_us)
-  local expire_ms = bn_time_ms(bn_ceil_div(bn_add(bn(now_us), full_in_us), bn(1000)))
-  local tat = bn_mod62(bn_add(now_floor, stored))
-  return decision, '-' .. bn_decimal(bn_add(tat, ONE)), expire_ms
+  -- The value and expiry of an arrival time `x` ahead of now, rounded up to a whole unit.
+  local function stored(x)
+    local whole_units = bn_ceil_div(bn_add(x, now), P)
+    local full_in_us = bn_ceil_div(bn_sub(bn_mul(whole_units, P), now), per_us)
+    local expire_ms = bn_time_ms(bn_ceil_div(bn_add(bn(now_us), full_in_us), bn(1000)))
+    local tat = bn_mod62(bn_add(now_floor, whole_units))
+    return '-' .. bn_decimal(bn_add(tat, ONE)), expire_ms
+  end
+  local function repair_change()
+    if expire_at or not tat_plus_one then
+      return nil
+    end
+    if #b == 0 then
+      return { 'delete' }
+    end
+    local _, at = stored(b)
+    return { 'expire', at }
+  end
+
+  if op == 'refund' then
+    local moved = spent_of(n)
+    if bn_cmp(moved, b) > 0 then
+      moved = b
+    end
+    if #moved == 0 then
+      return 0, repair_change()
+    end
+    local refunded = bn_number(bn_ceil_div(moved, unit))
+    local left = bn_sub(b, moved)
+    if #left == 0 then
+      return refunded, { 'delete' }
+    end
+    local value, at = stored(left)
+    return refunded, { 'store', value, at }
+  end
+
+  local spent = spent_of(n)
+  local after = bn_add(b, spent)
+  local fits = n <= capacity and bn_cmp(after, tolerance) <= 0
+  local spends = n > 0 and (fits or force)
+  local t = b
+  if spends then
+    t = bn_cmp(after, limit_ahead) > 0 and limit_ahead or after
+  end
+  local retry
+  if fits then
+    retry = 0
+  elseif force then
+    retry = time_ms(bn_sub(bn_add(t, unit), tolerance))
+  elseif n <= capacity then
+    retry = time_ms(bn_sub(after, tolerance))
+  else
+    retry = -1
+  end
+  local decision = { fits and 1 or 0, capacity, remaining(t), time_ms(t), retry }
+  if spends then
+    local value, at = stored(t)
+    return decision, { 'store', value, at }
+  end
+  return decision, repair_change()
 end
 
--- Mirrors gcra.rs, choosing the fast path when it is exact.
-local function gcra(limit, period_ms, capacity, tat_plus_one, expire_at, now_us, cost,
+-- A plain decision (no FORCE) in exact-K mode, in units and with doubles: now is a whole number
+-- of units and one microsecond is `c` units. The caller checked that the capacity's and the
+-- cost's units stay below 2^52; this returns nil, before any side effect, whenever another value
+-- relative to now would not (a debt, an expiry far away, a value read as beyond the range), and
+-- the caller then takes the exact path.
+local function gcra_fast(capacity, k, c, tat_plus_one, expire_at, now_us, cost)
+  local capacity_k = capacity * k
+  local now_floor = now_us * c
+  local now_floor_bn = nil
+  if now_floor >= TWO53 then
+    local B = bignum()
+    now_floor_bn = B.mod62(B.mul(B.bn(now_us), B.bn(c)))
+  end
+  local b = 0
+  if tat_plus_one then
+    -- The distance from now's floor to the stored tat; beyond 2^53 either way it is replaced by
+    -- +-2^60, which compares the same with every value below.
+    local t
+    local tat = small(tat_plus_one)
+    if tat and not now_floor_bn then
+      t = tat - 1 - now_floor
+    else
+      local B = bignum()
+      local d = gcra_distance(B, tat_plus_one, now_floor_bn or B.bn(now_floor))
+      local magnitude = B.fits(d.m) and B.number(d.m) or FAR
+      t = d.n and -magnitude or magnitude
+    end
+    if expire_at and expire_at < MAX_TIME_MS then
+      local latest = (expire_at * 1000 - now_us) * c
+      if latest >= TWO52 or latest <= -TWO52 then
+        return nil
+      end
+      if not (t <= latest and t > latest - EXPIRY_WINDOW_US * c) then
+        t = latest
+      end
+    end
+    local most = expire_at and FAR or capacity_k + 1
+    if t > most then
+      t = most
+    end
+    if t > 0 then
+      b = t
+    end
+    if b >= TWO52 then
+      return nil
+    end
+  end
+  local function remaining(x)
+    return x < capacity_k and floor((capacity_k - x) / k) or 0
+  end
+  local function time_ms(units)
+    if units <= 0 then
+      return 0
+    end
+    local ms = ceil_div(ceil_div(units, c), 1000)
+    return ms < MAX_TIME_MS and ms or MAX_TIME_MS
+  end
+  local function expiry(units)
+    local ms = ceil_div(now_us + ceil_div(units, c), 1000)
+    return ms < MAX_TIME_MS and ms or MAX_TIME_MS
+  end
+  local function repair_change()
+    if expire_at or not tat_plus_one then
+      return nil
+    end
+    if b == 0 then
+      return { 'delete' }
+    end
+    return { 'expire', expiry(b) }
+  end
+  if cost > capacity or b + cost * k > capacity_k then
+    local retry = cost > capacity and -1 or time_ms(b + cost * k - capacity_k)
+    return { 0, capacity, remaining(b), time_ms(b), retry }, repair_change()
+  end
+  local after = b + cost * k
+  local decision = { 1, capacity, remaining(after), time_ms(after), 0 }
+  if cost == 0 then
+    return decision, repair_change()
+  end
+  local value
+  if not now_floor_bn and now_floor + after + 1 < TWO53 then
+    value = decimal(now_floor + after + 1)
+  else
+    local B = bignum()
+    local tat = B.mod62(B.add(now_floor_bn or B.bn(now_floor), B.bn(after)))
+    value = B.decimal(B.add(tat, B.ONE))
+  end
+  return decision, { 'store', '-' .. value, expiry(after) }
+end
+
+-- Mirrors gcra.rs: `op` and `n` as gcra_exact's. Takes the fast path when it is exact.
+local function gcra(limit, period_ms, capacity, tat_plus_one, expire_at, now_us, op, n, force,
                     force_exact)
   local p = period_ms * 1000
   local g = gcd(limit, p)
@@ -194,29 +257,28 @@ local function gcra(limit, period_ms, capacity, tat_plus_one, expire_at, now_us,
   -- and rounds monotonically, so only a product that rounds to 2^60 itself needs a bignum.
   local product = span * exact_k
   local lowered
-  if product == 1152921504606846976 then
+  if product == FAR then
     local B = bignum()
     lowered = B.cmp(B.mul(B.bn(span), B.bn(exact_k)), B.TWO60) > 0
   else
-    lowered = product > 1152921504606846976
+    lowered = product > FAR
   end
   local k = exact_k
   if lowered then
     local B = bignum()
     k = B.number((B.divmod(B.TWO60, B.bn(span))))
-  elseif not force_exact then
+  elseif op == 'decide' and not force and not force_exact then
     -- One microsecond is limit / g whole units: now has no fractional part.
     local c = limit / g
-    local spend = cost < capacity and cost or capacity
-    local bound = (capacity + spend) * k + expiry_window_us * c + 1
+    local spend = n < capacity and n or capacity
+    local bound = (capacity + spend) * k + EXPIRY_WINDOW_US * c + 1
     if bound < TWO52 and now_us + bound < TWO53
       and (not expire_at or expire_at >= MAX_TIME_MS or expire_at < 9007199254740) then
-      local decision, value, expire_ms =
-        gcra_fast(capacity, k, c, tat_plus_one, expire_at, now_us, cost)
+      local decision, change = gcra_fast(capacity, k, c, tat_plus_one, expire_at, now_us, n)
       if decision then
-        return decision, value, expire_ms
+        return decision, change
       end
     end
   end
-  return gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us, cost)
+  return gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us, op, n, force)
 end

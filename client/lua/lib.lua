@@ -20,12 +20,14 @@ local TWO53 = 9007199254740992
 local FAR = 1152921504606846976
 -- ratelimit_core::MAX_TIME_MS, the longest time any reply or expiry reports.
 local MAX_TIME_MS = 9007199254740991
+-- ratelimit_core::MAX_STORED_COUNT: FIXED and SLIDING counts saturate here, and larger stored
+-- counts read as this one.
+local MAX_STORED = 9007199254740991
 
 -- How far before the key's expiry a GCRA arrival time may lie and still be trusted, in
 -- microseconds (gcra.rs's stored_tat): the expiry is the arrival time rounded up to the
--- microsecond, then to the millisecond. check.lua widens it by a second where the expiry can only
--- be read through PTTL (Redis 6.2), which is a few milliseconds late under load.
-local expiry_window_us = 1001
+-- microsecond, then to the millisecond.
+local EXPIRY_WINDOW_US = 1001
 
 local I64_MAX = '9223372036854775807'
 local U64_MAX = '18446744073709551615'
@@ -73,20 +75,24 @@ local function decimal_le(a, b)
   return tonumber(a:sub(n - 9)) <= tonumber(b:sub(n - 9))
 end
 
--- Mirrors ratelimit_core::parse::integer_in(text, 0, max): 1 to 20 ASCII digits, leading zeros
--- allowed, at most `max`. Returns the canonical digits (no leading zeros), or nil.
+-- Mirrors ratelimit_core::parse::canonical_u64, bounded by `max`: canonical digits, as INCR
+-- reads a value (`0`, or no leading zero; no sign, no space), at most `max`. Returns the digits,
+-- or nil.
 local function canonical(text, max)
   if #text == 0 or #text > 20 or text:find('[^0-9]') then
     return nil
   end
-  local digits = text:match('^0*(%d.*)$')
-  if not decimal_le(digits, max) then
+  if #text > 1 and text:sub(1, 1) == '0' then
     return nil
   end
-  return digits
+  if not decimal_le(text, max) then
+    return nil
+  end
+  return text
 end
 
--- A canonical digit string as a number if it is below 2^53, else nil.
+-- A canonical digit string as a number if it is below 2^53, else nil: a count read this way is
+-- `small(digits) or MAX_STORED`.
 local function small(digits)
   if #digits <= 15 then
     return tonumber(digits)
@@ -136,4 +142,35 @@ end
 -- the server's own message, exactly as the module does.
 local function get_value(key)
   return redis.pcall('GET', key)
+end
+
+-- Changes to a key ----------------------------------------------------------------------------
+
+-- ratelimit_core::Change, as the algorithms return it: nil (keep), { 'store', value, at_ms },
+-- { 'expire', at_ms } for a key found without expiry, or { 'delete' }. The writes are replicated
+-- as effects (SET ... PXAT, PEXPIREAT, DEL), as the module replicates them.
+local function apply_change(key, change)
+  if not change then
+    return
+  end
+  local kind = change[1]
+  if kind == 'store' then
+    redis.call('SET', key, change[2], 'PXAT', decimal(change[3]))
+  elseif kind == 'expire' then
+    redis.call('PEXPIREAT', key, decimal(change[2]))
+  else
+    redis.call('DEL', key)
+  end
+end
+
+-- The change a key without expiry needs when nothing else is written: the expiry its state
+-- implies (`implied`, in ms, nil for a key that has one), or its deletion when that is past.
+local function repair(implied, now_ms)
+  if not implied then
+    return nil
+  end
+  if implied > now_ms then
+    return { 'expire', implied }
+  end
+  return { 'delete' }
 end

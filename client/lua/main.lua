@@ -10,6 +10,8 @@ end
 local commands = {
   check = function(keys, argv) return check(keys, argv, false) end,
   quota = function(keys, argv) return check(keys, argv, true) end,
+  mcheck = mcheck,
+  refund = refund,
   reset = reset,
 }
 
@@ -19,6 +21,6 @@ if not command then
   -- Echoed as the module echoes arguments: printable ASCII only, at most 64 bytes.
   local echo = tostring(name):sub(1, 64):gsub('[^ -~]', '?')
   return { err = "ERR unknown ratelimit script command '" .. echo ..
-    "': expected check, quota or reset" }
+    "': expected check, quota, mcheck, refund or reset" }
 end
 return command(KEYS, ARGV)

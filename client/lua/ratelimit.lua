@@ -39,12 +39,14 @@ local TWO53 = 9007199254740992
 local FAR = 1152921504606846976
 -- ratelimit_core::MAX_TIME_MS, the longest time any reply or expiry reports.
 local MAX_TIME_MS = 9007199254740991
+-- ratelimit_core::MAX_STORED_COUNT: FIXED and SLIDING counts saturate here, and larger stored
+-- counts read as this one.
+local MAX_STORED = 9007199254740991
 
 -- How far before the key's expiry a GCRA arrival time may lie and still be trusted, in
 -- microseconds (gcra.rs's stored_tat): the expiry is the arrival time rounded up to the
--- microsecond, then to the millisecond. check.lua widens it by a second where the expiry can only
--- be read through PTTL (Redis 6.2), which is a few milliseconds late under load.
-local expiry_window_us = 1001
+-- microsecond, then to the millisecond.
+local EXPIRY_WINDOW_US = 1001
 
 local I64_MAX = '9223372036854775807'
 local U64_MAX = '18446744073709551615'
@@ -92,20 +94,24 @@ local function decimal_le(a, b)
   return tonumber(a:sub(n - 9)) <= tonumber(b:sub(n - 9))
 end
 
--- Mirrors ratelimit_core::parse::integer_in(text, 0, max): 1 to 20 ASCII digits, leading zeros
--- allowed, at most `max`. Returns the canonical digits (no leading zeros), or nil.
+-- Mirrors ratelimit_core::parse::canonical_u64, bounded by `max`: canonical digits, as INCR
+-- reads a value (`0`, or no leading zero; no sign, no space), at most `max`. Returns the digits,
+-- or nil.
 local function canonical(text, max)
   if #text == 0 or #text > 20 or text:find('[^0-9]') then
     return nil
   end
-  local digits = text:match('^0*(%d.*)$')
-  if not decimal_le(digits, max) then
+  if #text > 1 and text:sub(1, 1) == '0' then
     return nil
   end
-  return digits
+  if not decimal_le(text, max) then
+    return nil
+  end
+  return text
 end
 
--- A canonical digit string as a number if it is below 2^53, else nil.
+-- A canonical digit string as a number if it is below 2^53, else nil: a count read this way is
+-- `small(digits) or MAX_STORED`.
 local function small(digits)
   if #digits <= 15 then
     return tonumber(digits)
@@ -155,6 +161,37 @@ end
 -- the server's own message, exactly as the module does.
 local function get_value(key)
   return redis.pcall('GET', key)
+end
+
+-- Changes to a key ----------------------------------------------------------------------------
+
+-- ratelimit_core::Change, as the algorithms return it: nil (keep), { 'store', value, at_ms },
+-- { 'expire', at_ms } for a key found without expiry, or { 'delete' }. The writes are replicated
+-- as effects (SET ... PXAT, PEXPIREAT, DEL), as the module replicates them.
+local function apply_change(key, change)
+  if not change then
+    return
+  end
+  local kind = change[1]
+  if kind == 'store' then
+    redis.call('SET', key, change[2], 'PXAT', decimal(change[3]))
+  elseif kind == 'expire' then
+    redis.call('PEXPIREAT', key, decimal(change[2]))
+  else
+    redis.call('DEL', key)
+  end
+end
+
+-- The change a key without expiry needs when nothing else is written: the expiry its state
+-- implies (`implied`, in ms, nil for a key that has one), or its deletion when that is past.
+local function repair(implied, now_ms)
+  if not implied then
+    return nil
+  end
+  if implied > now_ms then
+    return { 'expire', implied }
+  end
+  return { 'delete' }
 end
 -- Exact non-negative integers of any size, and the few signed operations GCRA needs.
 --
@@ -499,267 +536,318 @@ local function bignum()
   }
   return bignum_library
 end
--- FIXED, for check.lua.
+-- FIXED: fixed.rs, for the commands.
 
--- Mirrors fixed.rs. `count` is a canonical digit string or nil; `window_end` the key's absolute
--- expiry in ms, or nil without one.
-local function fixed(limit, period_ms, count_digits, window_end, now_us, cost)
-  local now_ms = floor(now_us / 1000)
+-- The state as fixed.rs reads it: the count (at most MAX_STORED), the window's end, and whether
+-- the key has no expiry (its window then starts now). `count_digits` is nil for no key.
+local function fixed_read(period_ms, count_digits, window_end, now_ms)
   local fresh_end = now_ms + period_ms
-  local count, ends = 0, fresh_end
-  if count_digits then
-    -- Any count of 2^53 or more behaves like every count above 2 * 10^15: never fits.
-    count = small(count_digits) or TWO53
-    if window_end == nil then
-      ends = fresh_end
-    elseif window_end > now_ms then
-      ends = window_end
-    else
-      count = 0
-    end
+  if not count_digits then
+    return 0, fresh_end, false
   end
+  local count = small(count_digits) or MAX_STORED
+  if window_end == nil then
+    return count, fresh_end, true
+  end
+  if window_end > now_ms then
+    return count, window_end, false
+  end
+  return 0, fresh_end, false
+end
+
+-- Decides a request of `cost`, spending it even when it does not fit with `force`. Returns the
+-- five-integer decision, the change, and the window (its end).
+local function fixed(limit, period_ms, count_digits, window_end, now_us, cost, force)
+  local now_ms = floor(now_us / 1000)
+  local count, ends, without_expiry = fixed_read(period_ms, count_digits, window_end, now_ms)
   local until_end = ends - now_ms
-  if count + cost > limit then
-    local remaining = limit - count
-    return {
-      0,
-      limit,
-      remaining > 0 and remaining or 0,
-      count > 0 and until_end or 0,
-      cost > limit and -1 or until_end,
-    }
-  end
-  count = count + cost
-  local decision = { 1, limit, limit - count, count > 0 and until_end or 0, 0 }
-  if cost > 0 then
-    return decision, decimal(count), ends
-  end
-  return decision
-end
--- SLIDING, for check.lua: a fast path on doubles and an exact one on bignums.
-
--- SLIDING with doubles, when every product is below 2^53 (see sliding()).
-local function sliding_fast(limit, p, elapsed, previous, current, cost)
-  local decayed = previous * (p - elapsed)
-  local decayed_units = ceil_div(decayed, p)
-  local function remaining(c)
-    local r = limit - (c + decayed_units)
-    return r > 0 and r or 0
-  end
-  local fits_now = current + cost <= limit
-  if cost <= limit and fits_now and decayed <= (limit - current - cost) * p then
-    return true, remaining(current + cost), current + cost
-  end
-  local retry = -1
-  if cost <= limit then
-    local wait
-    if fits_now then
-      local first = p - floor((limit - current - cost) * p / (previous > 0 and previous or 1))
-      wait = first > elapsed and first - elapsed or 0
-    else
-      local first = p - floor((limit - cost) * p / (current > 0 and current or 1))
-      wait = (p - elapsed) + first
+  local fits = count <= limit and cost <= limit - count
+  local spends = cost > 0 and (fits or force)
+  if spends then
+    count = count + cost
+    if count > MAX_STORED then
+      count = MAX_STORED
     end
-    retry = ceil_div(wait, 1000)
   end
-  return false, remaining(current), retry
+  local retry
+  if fits then
+    retry = 0
+  elseif force or cost <= limit then
+    retry = until_end
+  else
+    retry = -1
+  end
+  local remaining = limit - count
+  local decision = {
+    fits and 1 or 0,
+    limit,
+    remaining > 0 and remaining or 0,
+    count > 0 and until_end or 0,
+    retry,
+  }
+  local change
+  if spends then
+    change = { 'store', decimal(count), ends }
+  elseif without_expiry then
+    change = { 'expire', ends }
+  end
+  return decision, change, ends
 end
 
--- SLIDING with bignums, for any stored counts (each up to 2^64 - 1).
-local function sliding_exact(limit, p, elapsed, previous_digits, current_digits, cost)
+-- Gives back up to `amount`, only to the window ending at `target` when there is one (`target`
+-- is then a number, or false for a window too large to be any). Returns the units given back and
+-- the change.
+local function fixed_refund(period_ms, count_digits, window_end, now_us, amount, target)
+  local count, ends, without_expiry =
+    fixed_read(period_ms, count_digits, window_end, floor(now_us / 1000))
+  local refunded = 0
+  if target == nil or target == ends then
+    refunded = amount < count and amount or count
+  end
+  if refunded == 0 then
+    return 0, without_expiry and { 'expire', ends } or nil
+  end
+  if refunded == count then
+    return refunded, { 'delete' }
+  end
+  return refunded, { 'store', decimal(count - refunded), ends }
+end
+-- SLIDING: sliding.rs, for the commands. Counts are numbers below 2^53 (stored counts above
+-- read as MAX_STORED); products of a count by the period go through bignums when a double could
+-- round them.
+
+-- How sliding.rs reads a stored state in the current `window`: 'windows', previous, current,
+-- and for a key without expiry the expiry its window implies; or 'held', previous, current and
+-- the key's expiry, for counts written under another period.
+local function sliding_read(period_ms, window, now_ms, window_digits, previous_digits,
+                            current_digits, expire_at)
+  if not window_digits then
+    return 'windows', 0, 0, nil
+  end
+  local previous = small(previous_digits) or MAX_STORED
+  local current = small(current_digits) or MAX_STORED
+  local stored = small(window_digits)
+  if expire_at then
+    -- Written under this period only if the expiry is (window + 2) * period exactly.
+    local consistent
+    if stored and (stored + 2) * period_ms < TWO53 then
+      consistent = expire_at == (stored + 2) * period_ms
+    elseif expire_at < TWO53 then
+      local B = bignum()
+      local expected = B.mul(B.add(B.from_decimal(window_digits), B.bn(2)), B.bn(period_ms))
+      consistent = B.cmp(expected, B.bn(expire_at)) == 0
+    else
+      consistent = false
+    end
+    if not consistent then
+      if expire_at > now_ms then
+        return 'held', previous, current, expire_at
+      end
+      return 'windows', 0, 0, nil
+    end
+  end
+  local implied = nil
+  if not expire_at then
+    local base = (stored and stored < window) and stored or window
+    implied = (base + 2) * period_ms
+  end
+  if stored == window then
+    return 'windows', previous, current, implied
+  elseif stored and stored + 1 == window then
+    return 'windows', current, 0, implied
+  elseif not stored or stored > window then
+    -- Ahead of the clock: the clock went back. Keep the counts.
+    return 'windows', previous, current, implied
+  end
+  return 'windows', 0, 0, implied
+end
+
+-- Whether doubles are exact for these numbers: every product by the period is below 2^53.
+local function sliding_small(p, ...)
+  for _, x in ipairs({ ... }) do
+    if x * p >= TWO53 then
+      return false
+    end
+  end
+  return true
+end
+
+-- floor(a * b / d) for numbers below 2^53 whose result is below 2^53.
+local function mul_div(a, b, d, exact)
+  if not exact then
+    return floor(a * b / d)
+  end
   local B = bignum()
-  local bn, bn_add, bn_mul, bn_cmp, bn_number = B.bn, B.add, B.mul, B.cmp, B.number
-  local bn_divmod, bn_ceil_div, bn_from_decimal = B.divmod, B.ceil_div, B.from_decimal
-  local ONE = B.ONE
-  local P = bn(p)
-  local previous, current = bn_from_decimal(previous_digits), bn_from_decimal(current_digits)
-  local decayed = bn_mul(previous, bn(p - elapsed))
-  local decayed_units = bn_ceil_div(decayed, P)
-  local LIMIT = bn(limit)
-  local function remaining(c)
-    local used = bn_add(c, decayed_units)
-    if bn_cmp(used, LIMIT) >= 0 then
-      return 0
-    end
-    return limit - bn_number(used)
-  end
-  local fits_now = bn_cmp(bn_add(current, bn(cost)), LIMIT) <= 0
-  -- When it fits, current <= limit, so it is a number.
-  local room = fits_now and limit - bn_number(current) - cost
-  if cost <= limit and fits_now and bn_cmp(decayed, bn_mul(bn(room), P)) <= 0 then
-    local spent = bn_number(current) + cost
-    return true, remaining(bn(spent)), spent
-  end
-  local retry = -1
-  if cost <= limit then
-    -- Each quotient is below p, so a number.
-    local wait
-    if fits_now then
-      local divisor = #previous > 0 and previous or ONE
-      local first = p - bn_number((bn_divmod(bn_mul(bn(room), P), divisor)))
-      wait = first > elapsed and first - elapsed or 0
-    else
-      local divisor = #current > 0 and current or ONE
-      local first = p - bn_number((bn_divmod(bn_mul(bn(limit - cost), P), divisor)))
-      wait = (p - elapsed) + first
-    end
-    retry = ceil_div(wait, 1000)
-  end
-  return false, remaining(current), retry
+  return B.number((B.divmod(B.mul(B.bn(a), B.bn(b)), B.bn(d))))
 end
 
--- Mirrors sliding.rs. `state` holds canonical digit strings.
-local function sliding(limit, period_ms, window_digits, previous_digits, current_digits, now_us,
-                       cost, force_exact)
+-- Whether `cost` fits: previous * (p - elapsed) <= (limit - current - cost) * p.
+local function sliding_fits(limit, p, elapsed, previous, current, cost, exact)
+  if cost > limit or current > limit - cost then
+    return false
+  end
+  local room = limit - current - cost
+  if not exact then
+    return previous * (p - elapsed) <= room * p
+  end
+  local B = bignum()
+  return B.cmp(B.mul(B.bn(previous), B.bn(p - elapsed)), B.mul(B.bn(room), B.bn(p))) <= 0
+end
+
+-- sliding.rs's retry_after_us: microseconds until `cost` (at most `limit`) fits.
+local function sliding_wait(limit, p, elapsed, previous, current, cost, exact)
+  if current <= limit - cost then
+    local room = limit - current - cost
+    local first = p - mul_div(room, p, previous > 0 and previous or 1, exact)
+    return first > elapsed and first - elapsed or 0
+  end
+  local first = p - mul_div(limit - cost, p, current > 0 and current or 1, exact)
+  return (p - elapsed) + first
+end
+
+-- sliding.rs's Instant::decision, for counts that include what the request spent.
+local function sliding_decision(limit, p, elapsed, previous, current, cost, fits, force, exact)
+  local decayed_units
+  if exact then
+    local B = bignum()
+    decayed_units = B.number(B.ceil_div(B.mul(B.bn(previous), B.bn(p - elapsed)), B.bn(p)))
+  else
+    decayed_units = ceil_div(previous * (p - elapsed), p)
+  end
+  local remaining = limit - current - decayed_units
+  local until_end = p - elapsed
+  local reset = 0
+  if current > 0 then
+    reset = ceil_div(until_end + p, 1000)
+  elseif previous > 0 then
+    reset = ceil_div(until_end, 1000)
+  end
+  local retry
+  if fits then
+    retry = 0
+  elseif force or cost <= limit then
+    local wait = sliding_wait(limit, p, elapsed, previous, current, force and 1 or cost, exact)
+    retry = ceil_div(wait, 1000)
+  else
+    retry = -1
+  end
+  return { fits and 1 or 0, limit, remaining > 0 and remaining or 0, reset, retry }
+end
+
+local function sliding_store(period_ms, window, previous, current)
+  local value = 's:' .. decimal(window) .. ':' .. decimal(previous) .. ':' .. decimal(current)
+  return { 'store', value, (window + 2) * period_ms }
+end
+
+-- Decides a request of `cost`, spending it even when it does not fit with `force`. Returns the
+-- five-integer decision, the change, and the window (its index).
+local function sliding(limit, period_ms, state, now_us, cost, force, force_exact)
   local p = period_ms * 1000
   local window = floor(now_us / p)
   local elapsed = now_us - window * p
-  local previous, current = '0', '0'
-  if window_digits then
-    -- A stored window of 2^53 or more is ahead of any clock.
-    local stored = small(window_digits)
-    if stored == window or stored == nil or stored > window then
-      previous, current = previous_digits, current_digits
-    elseif stored + 1 == window then
-      previous, current = current_digits, '0'
-    end
-  end
-
-  local previous_n, current_n = small(previous), small(current)
-  local allowed, remaining, third
-  if not force_exact and previous_n and current_n and current_n <= TWO52
-    and previous_n * p < TWO53 and limit * p < TWO53 then
-    allowed, remaining, third = sliding_fast(limit, p, elapsed, previous_n, current_n, cost)
+  local now_ms = floor(now_us / 1000)
+  local kind, previous, current, extra =
+    sliding_read(period_ms, window, now_ms, state.a, state.b, state.c, state.expire_at)
+  local fits
+  if kind == 'held' then
+    fits = previous <= limit and current <= limit - previous and cost <= limit - previous - current
   else
-    allowed, remaining, third = sliding_exact(limit, p, elapsed, previous, current, cost)
+    local exact = force_exact or not sliding_small(p, previous, current, limit, cost)
+    fits = sliding_fits(limit, p, elapsed, previous, current, cost, exact)
   end
-
-  local until_window_end = p - elapsed
-  local spent = allowed and third or nil
-  local has_current = spent and spent > 0 or (not allowed and current ~= '0')
-  local reset
-  if has_current then
-    reset = ceil_div(until_window_end + p, 1000)
-  elseif previous ~= '0' then
-    reset = ceil_div(until_window_end, 1000)
-  else
-    reset = 0
-  end
-  if not allowed then
-    return { 0, limit, remaining, reset, third }
-  end
-  local decision = { 1, limit, remaining, reset, 0 }
-  if cost > 0 then
-    local value = 's:' .. decimal(window) .. ':' .. previous .. ':' .. decimal(spent)
-    return decision, value, (window + 2) * period_ms
-  end
-  return decision
-end
--- GCRA, for check.lua: a fast path on doubles and an exact one on bignums.
-
--- GCRA in exact-K mode, in units and with doubles: now is a whole number of units
--- (now_rest = 0) and one microsecond is `c` units. The caller checked that every value relative
--- to now stays below 2^52; only now's floor and the stored tat, which are absolute (modulo
--- 2^62), may need a bignum. Returns nil, before any side effect, in the one case where a double
--- would not be exact (an expiry far in the past); the caller then takes the bignum path.
-local function gcra_fast(capacity, k, c, tat_plus_one, expire_at, now_us, cost)
-  local capacity_k = capacity * k
-  local most = capacity_k + 1
-  local now_floor = now_us * c
-  local now_floor_bn = nil
-  if now_floor >= TWO53 then
-    local B = bignum()
-    now_floor_bn = B.mod62(B.mul(B.bn(now_us), B.bn(c)))
-  end
-  local backlog = 0
-  if tat_plus_one then
-    -- The distance from now's floor to the stored tat on the 2^62 circle. Beyond 2^53 either
-    -- way it is replaced by +-2^60, which compares the same with every value below.
-    local t
-    local tat = small(tat_plus_one)
-    if tat and not now_floor_bn then
-      t = tat - 1 - now_floor
-    else
-      local B = bignum()
-      local tat_bn = B.sub(B.from_decimal(tat_plus_one), B.ONE)
-      local nf = now_floor_bn or B.bn(now_floor)
-      local d
-      if B.cmp(tat_bn, nf) >= 0 then
-        d = B.sub(tat_bn, nf)
-      else
-        d = B.sub(B.add(tat_bn, B.TWO62), nf)
-      end
-      if B.cmp(d, B.TWO61) < 0 then
-        t = B.fits(d) and B.number(d) or FAR
-      else
-        d = B.sub(B.TWO62, d)
-        t = B.fits(d) and -B.number(d) or -FAR
-      end
+  local spends = cost > 0 and (fits or force)
+  if spends then
+    current = current + cost
+    if current > MAX_STORED then
+      current = MAX_STORED
     end
-    -- gcra.rs's stored_tat: trust the value only if it agrees with the key's expiry.
-    if expire_at and expire_at < MAX_TIME_MS then
-      local until_us = expire_at * 1000 - now_us
-      local latest
-      if until_us > floor(most / c) + 1 then
-        latest = most + c
-      else
-        latest = until_us * c
-        if latest <= -TWO52 then
-          return nil
-        end
-      end
-      if not (t <= latest and t > latest - expiry_window_us * c) then
-        t = latest
-      end
-    end
-    if t > most then
-      t = most
-    end
-    if t > 0 then
-      backlog = t
-    end
+    local exact = force_exact or not sliding_small(p, previous, current, limit)
+    local decision =
+      sliding_decision(limit, p, elapsed, previous, current, cost, fits, force, exact)
+    return decision, sliding_store(period_ms, window, previous, current), window
   end
-  local function remaining(b)
-    return b < capacity_k and floor((capacity_k - b) / k) or 0
+  if kind == 'windows' then
+    local exact = force_exact or not sliding_small(p, previous, current, limit)
+    local decision =
+      sliding_decision(limit, p, elapsed, previous, current, cost, fits, force, exact)
+    return decision, repair(extra, now_ms), window
   end
-  local function time_ms(units)
-    if units <= 0 then
-      return 0
-    end
-    local ms = ceil_div(ceil_div(units, c), 1000)
-    return ms < MAX_TIME_MS and ms or MAX_TIME_MS
+  -- Held counts: in full until the key's expiry, as a FIXED window counts them.
+  local until_end = extra - now_ms
+  local retry = -1
+  if fits then
+    retry = 0
+  elseif force or cost <= limit then
+    retry = until_end
   end
-  if cost > capacity or backlog + cost * k > capacity_k then
-    local retry = cost > capacity and -1 or time_ms(backlog + cost * k - capacity_k)
-    return { 0, capacity, remaining(backlog), time_ms(backlog), retry }
-  end
-  local after = backlog + cost * k
-  local decision = { 1, capacity, remaining(after), time_ms(after), 0 }
-  if cost == 0 then
-    return decision
-  end
-  local expire_ms = ceil_div(now_us + ceil_div(after, c), 1000)
-  expire_ms = expire_ms < MAX_TIME_MS and expire_ms or MAX_TIME_MS
-  local value
-  if not now_floor_bn and now_floor + after + 1 < TWO53 then
-    value = decimal(now_floor + after + 1)
-  else
-    local B = bignum()
-    local tat = B.mod62(B.add(now_floor_bn or B.bn(now_floor), B.bn(after)))
-    value = B.decimal(B.add(tat, B.ONE))
-  end
-  return decision, '-' .. value, expire_ms
+  local remaining = limit - previous - current
+  local held = previous > 0 or current > 0
+  local decision = {
+    fits and 1 or 0, limit, remaining > 0 and remaining or 0, held and until_end or 0, retry,
+  }
+  return decision, nil, window
 end
 
--- GCRA with bignums, for every configuration: gcra.rs step by step, scaled by period_us and
--- relative to now's floor.
-local function gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us, cost)
+-- Gives back up to `amount` to the window `target` (nil for the current one, false for one too
+-- large to be any). Returns the units given back and the change.
+local function sliding_refund(period_ms, state, now_us, amount, target)
+  local p = period_ms * 1000
+  local window = floor(now_us / p)
+  local now_ms = floor(now_us / 1000)
+  local kind, previous, current, extra =
+    sliding_read(period_ms, window, now_ms, state.a, state.b, state.c, state.expire_at)
+  if kind == 'held' then
+    return 0, nil
+  end
+  local refunded
+  if target == nil or target == window then
+    refunded = amount < current and amount or current
+    current = current - refunded
+  elseif target and target + 1 == window then
+    refunded = amount < previous and amount or previous
+    previous = previous - refunded
+  else
+    return 0, repair(extra, now_ms)
+  end
+  if refunded == 0 then
+    return 0, repair(extra, now_ms)
+  end
+  if previous == 0 and current == 0 then
+    return refunded, { 'delete' }
+  end
+  return refunded, sliding_store(period_ms, window, previous, current)
+end
+-- GCRA: gcra.rs, for the commands. An exact path on bignums serves every request; a fast path
+-- on doubles serves plain decisions (no FORCE, no refund) when every value relative to now stays
+-- below 2^52, and gives way to the exact path otherwise.
+
+-- The arrival time's distance from now's floor on the 2^62 circle, as a signed bignum in
+-- [-2^61, 2^61). `tat_plus_one` is the stored magnitude's digits.
+local function gcra_distance(B, tat_plus_one, now_floor)
+  local tat = B.sub(B.from_decimal(tat_plus_one), B.ONE)
+  local d
+  if B.cmp(tat, now_floor) >= 0 then
+    d = B.sub(tat, now_floor)
+  else
+    d = B.sub(B.add(tat, B.TWO62), now_floor)
+  end
+  if B.cmp(d, B.TWO61) < 0 then
+    return B.positive(d)
+  end
+  return B.negative(B.sub(B.TWO62, d))
+end
+
+-- GCRA with bignums, for every configuration and request: gcra.rs's Scaled step by step,
+-- scaled by period_us and relative to now's floor. `op` is 'decide' (a request of `n`, forced
+-- with `force`) or 'refund' (of `n`). Returns the decision and the change for 'decide', the units
+-- given back and the change for 'refund'.
+local function gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us, op, n, force)
   local B = bignum()
   local bn, bn_add, bn_sub, bn_mul, bn_cmp, bn_number = B.bn, B.add, B.sub, B.mul, B.cmp, B.number
   local bn_divmod, bn_ceil_div, bn_mod62 = B.divmod, B.ceil_div, B.mod62
-  local bn_from_decimal, bn_decimal, bn_time_ms = B.from_decimal, B.decimal, B.time_ms
+  local bn_decimal, bn_time_ms = B.decimal, B.time_ms
   local positive, negative, s_add, s_cmp = B.positive, B.negative, B.s_add, B.s_cmp
-  local ZERO, ONE, TWO61, TWO62 = B.ZERO, B.ONE, B.TWO61, B.TWO62
+  local ZERO, ONE, TWO60 = B.ZERO, B.ONE, B.TWO60
   local K, P = bn(k), bn(p)
   local per_us = bn_mul(bn(limit), K)
   -- now in units = now_us * limit * K / p, as its floor modulo 2^62 and the rest (scaled).
@@ -768,33 +856,26 @@ local function gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us
   local now_floor = bn_mod62(bn_add(bn_mul(bn_mod62(whole), K), rest_units))
 
   local capacity_k = bn_mul(bn(capacity), K)
-  local most = bn_mul(bn_add(capacity_k, ONE), P)
-  -- backlog = max(tat, now) - now.
-  local backlog = ZERO
+  -- gcra.rs's most_ahead: a debt can reach 2^60 units; a key without expiry is read as at most
+  -- a full bucket spent.
+  local most = bn_mul(expire_at and TWO60 or bn_add(capacity_k, ONE), P)
+  -- b = max(tat, now) - now, the backlog.
+  local b = ZERO
   if tat_plus_one then
-    -- The distance from now_floor to the stored tat on the 2^62 circle, in [-2^61, 2^61).
-    local tat = bn_sub(bn_from_decimal(tat_plus_one), ONE)
-    local d
-    if bn_cmp(tat, now_floor) >= 0 then
-      d = bn_sub(tat, now_floor)
-    else
-      d = bn_sub(bn_add(tat, TWO62), now_floor)
-    end
-    if bn_cmp(d, TWO61) < 0 then
-      d = positive(d)
-    else
-      d = negative(bn_sub(TWO62, d))
-    end
+    local d = gcra_distance(B, tat_plus_one, now_floor)
     local t = { n = d.n, m = bn_mul(d.m, P) }
     if expire_at and expire_at < MAX_TIME_MS then
       local until_us = s_add(positive(bn_mul(bn(expire_at), bn(1000))), negative(bn(now_us)))
+      local far = positive(bn_add((bn_divmod(most, per_us)), ONE))
       local latest
-      if s_cmp(until_us, positive(bn_add((bn_divmod(most, per_us)), ONE))) > 0 then
+      if s_cmp(until_us, far) > 0 then
         latest = positive(bn_add(most, per_us))
+      elseif s_cmp(until_us, { n = true, m = far.m }) < 0 then
+        latest = negative(bn_add(most, per_us))
       else
         latest = s_add({ n = until_us.n, m = bn_mul(until_us.m, per_us) }, positive(now))
       end
-      local low = s_add(latest, negative(bn_mul(bn(expiry_window_us), per_us)))
+      local low = s_add(latest, negative(bn_mul(bn(EXPIRY_WINDOW_US), per_us)))
       if not (s_cmp(t, latest) <= 0 and s_cmp(t, low) > 0) then
         t = latest
       end
@@ -804,44 +885,188 @@ local function gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us
     end
     local ahead = s_add(t, negative(now))
     if not ahead.n then
-      backlog = ahead.m
+      b = ahead.m
     end
   end
 
   local tolerance = bn_mul(capacity_k, P)
   local unit = bn_mul(K, P)
-  local function remaining(b)
-    if bn_cmp(b, tolerance) >= 0 then
-      return 0
-    end
-    return bn_number((bn_divmod(bn_sub(tolerance, b), unit)))
-  end
   local ms_divisor = bn_mul(per_us, bn(1000))
-  local function time_ms(scaled)
-    if #scaled == 0 then
+  local limit_ahead = bn_mul(TWO60, P)
+  local function time_ms(x)
+    if #x == 0 then
       return 0
     end
-    return bn_time_ms(bn_ceil_div(scaled, ms_divisor))
+    return bn_time_ms(bn_ceil_div(x, ms_divisor))
   end
-  local after = bn_add(backlog, bn_mul(bn(cost), unit))
-  if cost > capacity or bn_cmp(after, tolerance) > 0 then
-    local retry = cost > capacity and -1 or time_ms(bn_sub(after, tolerance))
-    return { 0, capacity, remaining(backlog), time_ms(backlog), retry }
+  local function remaining(x)
+    if bn_cmp(x, tolerance) >= 0 then
+      return 0
+    end
+    return bn_number((bn_divmod(bn_sub(tolerance, x), unit)))
   end
-  local decision = { 1, capacity, remaining(after), time_ms(after), 0 }
-  if cost == 0 then
-    return decision
+  -- `count` intervals, scaled, at most 2^60 units.
+  local function spent_of(count)
+    local units = bn_mul(bn(count), K)
+    if bn_cmp(units, TWO60) > 0 then
+      units = TWO60
+    end
+    return bn_mul(units, P)
   end
-  -- The stored tat, rounded up to a whole unit.
-  local stored = bn_ceil_div(bn_add(after, now), P)
-  local full_in_us = bn_ceil_div(bn_sub(bn_mul(stored, P), now), per_us)
-  local expire_ms = bn_time_ms(bn_ceil_div(bn_add(bn(now_us), full_in_us), bn(1000)))
-  local tat = bn_mod62(bn_add(now_floor, stored))
-  return decision, '-' .. bn_decimal(bn_add(tat, ONE)), expire_ms
+  -- The value and expiry of an arrival time `x` ahead of now, rounded up to a whole unit.
+  local function stored(x)
+    local whole_units = bn_ceil_div(bn_add(x, now), P)
+    local full_in_us = bn_ceil_div(bn_sub(bn_mul(whole_units, P), now), per_us)
+    local expire_ms = bn_time_ms(bn_ceil_div(bn_add(bn(now_us), full_in_us), bn(1000)))
+    local tat = bn_mod62(bn_add(now_floor, whole_units))
+    return '-' .. bn_decimal(bn_add(tat, ONE)), expire_ms
+  end
+  local function repair_change()
+    if expire_at or not tat_plus_one then
+      return nil
+    end
+    if #b == 0 then
+      return { 'delete' }
+    end
+    local _, at = stored(b)
+    return { 'expire', at }
+  end
+
+  if op == 'refund' then
+    local moved = spent_of(n)
+    if bn_cmp(moved, b) > 0 then
+      moved = b
+    end
+    if #moved == 0 then
+      return 0, repair_change()
+    end
+    local refunded = bn_number(bn_ceil_div(moved, unit))
+    local left = bn_sub(b, moved)
+    if #left == 0 then
+      return refunded, { 'delete' }
+    end
+    local value, at = stored(left)
+    return refunded, { 'store', value, at }
+  end
+
+  local spent = spent_of(n)
+  local after = bn_add(b, spent)
+  local fits = n <= capacity and bn_cmp(after, tolerance) <= 0
+  local spends = n > 0 and (fits or force)
+  local t = b
+  if spends then
+    t = bn_cmp(after, limit_ahead) > 0 and limit_ahead or after
+  end
+  local retry
+  if fits then
+    retry = 0
+  elseif force then
+    retry = time_ms(bn_sub(bn_add(t, unit), tolerance))
+  elseif n <= capacity then
+    retry = time_ms(bn_sub(after, tolerance))
+  else
+    retry = -1
+  end
+  local decision = { fits and 1 or 0, capacity, remaining(t), time_ms(t), retry }
+  if spends then
+    local value, at = stored(t)
+    return decision, { 'store', value, at }
+  end
+  return decision, repair_change()
 end
 
--- Mirrors gcra.rs, choosing the fast path when it is exact.
-local function gcra(limit, period_ms, capacity, tat_plus_one, expire_at, now_us, cost,
+-- A plain decision (no FORCE) in exact-K mode, in units and with doubles: now is a whole number
+-- of units and one microsecond is `c` units. The caller checked that the capacity's and the
+-- cost's units stay below 2^52; this returns nil, before any side effect, whenever another value
+-- relative to now would not (a debt, an expiry far away, a value read as beyond the range), and
+-- the caller then takes the exact path.
+local function gcra_fast(capacity, k, c, tat_plus_one, expire_at, now_us, cost)
+  local capacity_k = capacity * k
+  local now_floor = now_us * c
+  local now_floor_bn = nil
+  if now_floor >= TWO53 then
+    local B = bignum()
+    now_floor_bn = B.mod62(B.mul(B.bn(now_us), B.bn(c)))
+  end
+  local b = 0
+  if tat_plus_one then
+    -- The distance from now's floor to the stored tat; beyond 2^53 either way it is replaced by
+    -- +-2^60, which compares the same with every value below.
+    local t
+    local tat = small(tat_plus_one)
+    if tat and not now_floor_bn then
+      t = tat - 1 - now_floor
+    else
+      local B = bignum()
+      local d = gcra_distance(B, tat_plus_one, now_floor_bn or B.bn(now_floor))
+      local magnitude = B.fits(d.m) and B.number(d.m) or FAR
+      t = d.n and -magnitude or magnitude
+    end
+    if expire_at and expire_at < MAX_TIME_MS then
+      local latest = (expire_at * 1000 - now_us) * c
+      if latest >= TWO52 or latest <= -TWO52 then
+        return nil
+      end
+      if not (t <= latest and t > latest - EXPIRY_WINDOW_US * c) then
+        t = latest
+      end
+    end
+    local most = expire_at and FAR or capacity_k + 1
+    if t > most then
+      t = most
+    end
+    if t > 0 then
+      b = t
+    end
+    if b >= TWO52 then
+      return nil
+    end
+  end
+  local function remaining(x)
+    return x < capacity_k and floor((capacity_k - x) / k) or 0
+  end
+  local function time_ms(units)
+    if units <= 0 then
+      return 0
+    end
+    local ms = ceil_div(ceil_div(units, c), 1000)
+    return ms < MAX_TIME_MS and ms or MAX_TIME_MS
+  end
+  local function expiry(units)
+    local ms = ceil_div(now_us + ceil_div(units, c), 1000)
+    return ms < MAX_TIME_MS and ms or MAX_TIME_MS
+  end
+  local function repair_change()
+    if expire_at or not tat_plus_one then
+      return nil
+    end
+    if b == 0 then
+      return { 'delete' }
+    end
+    return { 'expire', expiry(b) }
+  end
+  if cost > capacity or b + cost * k > capacity_k then
+    local retry = cost > capacity and -1 or time_ms(b + cost * k - capacity_k)
+    return { 0, capacity, remaining(b), time_ms(b), retry }, repair_change()
+  end
+  local after = b + cost * k
+  local decision = { 1, capacity, remaining(after), time_ms(after), 0 }
+  if cost == 0 then
+    return decision, repair_change()
+  end
+  local value
+  if not now_floor_bn and now_floor + after + 1 < TWO53 then
+    value = decimal(now_floor + after + 1)
+  else
+    local B = bignum()
+    local tat = B.mod62(B.add(now_floor_bn or B.bn(now_floor), B.bn(after)))
+    value = B.decimal(B.add(tat, B.ONE))
+  end
+  return decision, { 'store', '-' .. value, expiry(after) }
+end
+
+-- Mirrors gcra.rs: `op` and `n` as gcra_exact's. Takes the fast path when it is exact.
+local function gcra(limit, period_ms, capacity, tat_plus_one, expire_at, now_us, op, n, force,
                     force_exact)
   local p = period_ms * 1000
   local g = gcd(limit, p)
@@ -851,48 +1076,46 @@ local function gcra(limit, period_ms, capacity, tat_plus_one, expire_at, now_us,
   -- and rounds monotonically, so only a product that rounds to 2^60 itself needs a bignum.
   local product = span * exact_k
   local lowered
-  if product == 1152921504606846976 then
+  if product == FAR then
     local B = bignum()
     lowered = B.cmp(B.mul(B.bn(span), B.bn(exact_k)), B.TWO60) > 0
   else
-    lowered = product > 1152921504606846976
+    lowered = product > FAR
   end
   local k = exact_k
   if lowered then
     local B = bignum()
     k = B.number((B.divmod(B.TWO60, B.bn(span))))
-  elseif not force_exact then
+  elseif op == 'decide' and not force and not force_exact then
     -- One microsecond is limit / g whole units: now has no fractional part.
     local c = limit / g
-    local spend = cost < capacity and cost or capacity
-    local bound = (capacity + spend) * k + expiry_window_us * c + 1
+    local spend = n < capacity and n or capacity
+    local bound = (capacity + spend) * k + EXPIRY_WINDOW_US * c + 1
     if bound < TWO52 and now_us + bound < TWO53
       and (not expire_at or expire_at >= MAX_TIME_MS or expire_at < 9007199254740) then
-      local decision, value, expire_ms =
-        gcra_fast(capacity, k, c, tat_plus_one, expire_at, now_us, cost)
+      local decision, change = gcra_fast(capacity, k, c, tat_plus_one, expire_at, now_us, n)
       if decision then
-        return decision, value, expire_ms
+        return decision, change
       end
     end
   end
-  return gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us, cost)
+  return gcra_exact(limit, p, capacity, k, tat_plus_one, expire_at, now_us, op, n, force)
 end
--- Reading a limiter's key and the server's clock, shared by the commands.
+-- Reading a limiter's key and the server's clock, and deciding on it: what every command shares.
 
 -- The key's value, decoded and checked against the algorithm the caller expects, with its
--- absolute expiry (FIXED's window end, GCRA's arrival time to the millisecond). Returns a record
--- { found = algorithm or nil when the key is absent, a, b, c = the decoded fields, expire_at or
--- ttl }, or nil and the error reply (WRONGTYPE, not a limiter, another algorithm).
+-- expiry. Returns a record { found = algorithm or nil when the key is absent, a, b, c = the
+-- decoded fields, expire_at or ttl }, or nil and the error reply (WRONGTYPE, not a limiter,
+-- another algorithm).
 --
--- PEXPIRETIME (7.0+) reads the expiry exactly. 6.2 only has PTTL, which is kept in `ttl` and
--- turned into an absolute time by `read_clock`: the PTTL is read before TIME, so that a
--- millisecond boundary crossed in between moves the expiry later (toward denial), not earlier.
+-- PEXPIRETIME (7.0+) reads the expiry exactly. 6.2 only has PTTL, kept in `ttl` and made absolute
+-- by `read_clock`.
 local function read_limiter(key, algorithm)
   local value = get_value(key)
   if type(value) == 'table' then
     return nil, value
   end
-  local record = {}
+  local record = { key = key }
   if not value then
     return record
   end
@@ -904,96 +1127,254 @@ local function read_limiter(key, algorithm)
     return nil, { err = 'ERR the key holds a ' .. found .. ' limiter, not ' .. algorithm }
   end
   record.found, record.a, record.b, record.c = found, a, b, c
-  if found == 'FIXED' or found == 'GCRA' then
-    local at = redis.pcall('PEXPIRETIME', key)
-    if type(at) == 'table' then
-      local ttl = redis.call('PTTL', key)
-      if ttl >= 0 then
-        record.ttl = ttl
-      end
-      expiry_window_us = 1001001
-    elseif at >= 0 then
-      record.expire_at = at
+  local at = redis.pcall('PEXPIRETIME', key)
+  if type(at) == 'table' then
+    local ttl = redis.call('PTTL', key)
+    if ttl >= 0 then
+      record.ttl = ttl
     end
+  elseif at >= 0 then
+    record.expire_at = at
   end
   return record
 end
 
--- The clock of one command, read once: microseconds since the epoch, and the server's own time.
+-- The clock of one command, read once: microseconds since the epoch.
 --
 -- The module reads the clock with RedisModule_CachedMicroseconds where the server has it
 -- (Redis 7.2+ and Valkey) and in whole milliseconds before; the script does the same, so that
 -- both see the same instants and a key can pass from one to the other within a millisecond.
--- `test_clock`, for tests only, replaces the server's time in the decisions; PTTL still counts
--- from the server's own clock. The records read before are given their absolute expiries.
+-- `test_clock`, for tests only, replaces the server's time in the decisions.
+--
+-- The records read before with a PTTL get their absolute expiry. PTTL counts from the server's
+-- millisecond at the call; read before and after TIME, the same PTTL twice proves that the
+-- millisecond did not change in between, so TIME's millisecond plus the PTTL is the expiry
+-- exactly. Otherwise it is read again (a millisecond boundary is crossed at most once in a few
+-- microseconds).
 local function read_clock(test_clock, records)
-  local time = redis.call('TIME')
-  local server_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
-  local now_us
-  if test_clock and test_clock ~= '' then
-    now_us = tonumber(test_clock)
-  else
-    now_us = server_us
-    local version = redis.REDIS_VERSION_NUM
-    if not version or version < 0x070200 then
-      now_us = now_us - now_us % 1000
+  local time, server_us
+  for _ = 1, 8 do
+    time = redis.call('TIME')
+    server_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
+    local settled = true
+    for _, record in ipairs(records) do
+      if record.ttl then
+        local again = redis.call('PTTL', record.key)
+        if again ~= record.ttl then
+          record.ttl = again
+          settled = false
+        end
+      end
+    end
+    if settled then
+      break
     end
   end
   for _, record in ipairs(records) do
-    if record.ttl then
+    if record.ttl and record.ttl >= 0 then
       record.expire_at = floor(server_us / 1000) + record.ttl
     end
+    record.ttl = nil
+  end
+  if test_clock and test_clock ~= '' then
+    return tonumber(test_clock)
+  end
+  local now_us = server_us
+  local version = redis.REDIS_VERSION_NUM
+  if not version or version < 0x070200 then
+    now_us = now_us - now_us % 1000
   end
   return now_us
 end
 
--- Decides one request of `cost` on a limiter read by `read_limiter`. Returns the five-integer
--- decision, and for an admitted request with a cost above zero, the value to store and its
--- absolute expiry in ms.
-local function decide_limiter(record, algorithm, limit, period_ms, burst, now_us, cost,
-                              force_exact)
-  local a, b, c = record.a, record.b, record.c
-  if algorithm == 'FIXED' then
-    return fixed(limit, period_ms, a, record.expire_at, now_us, cost)
-  elseif algorithm == 'SLIDING' then
-    return sliding(limit, period_ms, a, b, c, now_us, cost, force_exact)
+-- One policy: the algorithm (upper case), the limit, the period in ms and the burst (0 for the
+-- limit), from four ARGV entries starting at `i`.
+local function read_policy(argv, i)
+  local policy = {
+    algorithm = string.upper(argv[i]),
+    limit = tonumber(argv[i + 1]),
+    period_ms = tonumber(argv[i + 2]),
+    burst = tonumber(argv[i + 3] or '0'),
+  }
+  if policy.burst == 0 or policy.algorithm ~= 'GCRA' then
+    policy.burst = policy.limit
   end
-  return gcra(limit, period_ms, burst, a, record.expire_at, now_us, cost, force_exact)
+  return policy
 end
--- check and quota: RATELIMIT.CHECK and RATELIMIT.QUOTA without the module.
+
+-- Decides a request of `cost` (forced with `force`) on a limiter read by `read_limiter`.
+-- Returns the five-integer decision, the change, and the window.
+local function decide_limiter(record, policy, now_us, cost, force, force_exact)
+  local algorithm = policy.algorithm
+  if algorithm == 'FIXED' then
+    return fixed(policy.limit, policy.period_ms, record.a, record.expire_at, now_us, cost, force)
+  elseif algorithm == 'SLIDING' then
+    return sliding(policy.limit, policy.period_ms, record, now_us, cost, force, force_exact)
+  end
+  local decision, change = gcra(policy.limit, policy.period_ms, policy.burst, record.a,
+    record.expire_at, now_us, 'decide', cost, force, force_exact)
+  return decision, change, 0
+end
+
+-- The standing now, as ratelimit_core::quota: what is left with nothing spent, and whether a
+-- request of `cost` fits.
+local function standing(record, policy, now_us, cost, force_exact)
+  local now = decide_limiter(record, policy, now_us, 0, false, force_exact)
+  local asked = decide_limiter(record, policy, now_us, cost, false, force_exact)
+  return { asked[1], now[2], now[3], now[4], asked[5] }
+end
+
+-- The record a read of the key would find after `change`.
+local function record_after(record, change)
+  if not change then
+    return record
+  end
+  local kind = change[1]
+  if kind == 'delete' then
+    return { key = record.key }
+  end
+  if kind == 'expire' then
+    record.expire_at = change[2]
+    return record
+  end
+  local found, a, b, c = decode(change[2])
+  return { key = record.key, found = found, a = a, b = b, c = c, expire_at = change[3] }
+end
+-- check and quota: RATELIMIT.CHECK and RATELIMIT.QUOTA.
 --
 -- ARGV: check|quota, algorithm (FIXED, SLIDING or GCRA), limit, period in ms, burst (0 means
--- limit; ignored by FIXED and SLIDING), cost, flags (1 = DRYRUN; quota is always a dry run),
--- then for tests only the clock in microseconds and 1 to force the bignum path.
+-- the limit; ignored by FIXED and SLIDING), cost, flags (the sum of 1 = DRYRUN, 2 = FORCE,
+-- 4 = WITHWINDOW; quota takes none), then for tests only the clock in microseconds and 1 to force
+-- the bignum path.
 --
--- The caller validates the numbers (ratelimit_core::Limit); the script assumes they are valid.
--- An admitted request with a cost above zero that is no dry run writes
--- SET key value PXAT expire_at_ms, which effects replication sends to replicas and the AOF.
-local function check(keys, argv, dry_run)
+-- check replies the five integers of RATELIMIT.CHECK (six with WITHWINDOW) and, unless it is a
+-- dry run, makes the change: SET key value PXAT expire_at_ms for a spent cost, PEXPIREAT for a key
+-- found without expiry. quota replies the standing now, as RATELIMIT.QUOTA, and writes nothing.
+local function check(keys, argv, quota)
   local key = keys[1]
-  local algorithm = string.upper(argv[2])
-  local limit = tonumber(argv[3])
-  local period_ms = tonumber(argv[4])
-  local burst = tonumber(argv[5] or '0')
+  local policy = read_policy(argv, 2)
   local cost = tonumber(argv[6] or '1')
   local flags = tonumber(argv[7] or '0')
-  if burst == 0 then
-    burst = limit
-  end
-  if flags % 2 == 1 then
-    dry_run = true
-  end
-  local record, err = read_limiter(key, algorithm)
+  local dry_run = quota or flags % 2 == 1
+  local force = floor(flags / 2) % 2 == 1
+  local with_window = floor(flags / 4) % 2 == 1
+  local force_exact = argv[9] == '1'
+  local record, err = read_limiter(key, policy.algorithm)
   if not record then
     return err
   end
   local now_us = read_clock(argv[8], { record })
-  local decision, new_value, expire_at_ms =
-    decide_limiter(record, algorithm, limit, period_ms, burst, now_us, cost, argv[9] == '1')
-  if new_value and not dry_run then
-    redis.call('SET', key, new_value, 'PXAT', decimal(expire_at_ms))
+  if quota then
+    return standing(record, policy, now_us, cost, force_exact)
+  end
+  local decision, change, window = decide_limiter(record, policy, now_us, cost, force, force_exact)
+  if not dry_run then
+    apply_change(key, change)
+  end
+  if with_window then
+    decision[6] = window
   end
   return decision
+end
+-- mcheck: RATELIMIT.MCHECK, one request against several limiters, all or nothing.
+--
+-- KEYS: the limiters' keys (all in one slot in a cluster). ARGV: mcheck, flags (as check's:
+-- 1 = DRYRUN, 2 = FORCE, 4 = WITHWINDOW), then for each key its algorithm, limit, period in ms,
+-- burst (0 means the limit) and cost; then for tests only the clock in microseconds and 1 to force
+-- the bignum path.
+--
+-- Replies {allowed, retry_after_ms, {five integers}, ...} as the module does. The request is
+-- admitted only if every policy admits it; then every policy spends its cost, and the writes
+-- (one SET ... PXAT per key) replicate together, as the script's effects do. When it is denied,
+-- nothing is spent anywhere; only a key found without expiry gets the expiry its state implies.
+local function mcheck(keys, argv)
+  local flags = tonumber(argv[2])
+  local dry_run = flags % 2 == 1
+  local force = floor(flags / 2) % 2 == 1
+  local with_window = floor(flags / 4) % 2 == 1
+  local n = #keys
+  local records, policies, costs = {}, {}, {}
+  for i = 1, n do
+    local at = 3 + (i - 1) * 5
+    policies[i] = read_policy(argv, at)
+    costs[i] = tonumber(argv[at + 4])
+    local record, err = read_limiter(keys[i], policies[i].algorithm)
+    if not record then
+      return err
+    end
+    records[i] = record
+  end
+  local test_clock, force_exact = argv[3 + n * 5], argv[4 + n * 5] == '1'
+  local now_us = read_clock(test_clock, records)
+  local decisions, changes, windows = {}, {}, {}
+  local allowed, never, longest = true, false, 0
+  for i = 1, n do
+    decisions[i], changes[i], windows[i] =
+      decide_limiter(records[i], policies[i], now_us, costs[i], force, force_exact)
+    local d = decisions[i]
+    if d[1] == 0 then
+      allowed = false
+      if d[5] == -1 then
+        never = true
+      elseif d[5] > longest then
+        longest = d[5]
+      end
+    end
+  end
+  local reply = { allowed and 1 or 0, allowed and 0 or (never and -1 or longest) }
+  for i = 1, n do
+    local change = changes[i]
+    if not allowed and not force and change and change[1] == 'store' then
+      change = nil
+    end
+    if not dry_run then
+      apply_change(keys[i], change)
+    end
+    if with_window then
+      decisions[i][6] = windows[i]
+    end
+    reply[2 + i] = decisions[i]
+  end
+  return reply
+end
+-- refund: RATELIMIT.REFUND, units given back to the window they were spent in.
+--
+-- ARGV: refund, algorithm, limit, period in ms, burst (0 means the limit), the units to give
+-- back, the window they were spent in (empty for the current one: FIXED's window end in ms,
+-- SLIDING's window index; GCRA ignores it), then for tests only the clock in microseconds and 1
+-- to force the bignum path.
+--
+-- Replies {refunded, limit, remaining, reset_after_ms, retry_after_ms}: the units given back,
+-- then the standing afterwards as quota gives it. The change replicates as SET ... PXAT, or DEL
+-- when the limiter is back to full capacity.
+local function refund(keys, argv)
+  local key = keys[1]
+  local policy = read_policy(argv, 2)
+  local amount = tonumber(argv[6])
+  local target = nil
+  if argv[7] and argv[7] ~= '' then
+    -- false for a window no number below 2^53 can equal.
+    target = small(canonical(argv[7], U64_MAX) or '18446744073709551615') or false
+  end
+  local force_exact = argv[9] == '1'
+  local record, err = read_limiter(key, policy.algorithm)
+  if not record then
+    return err
+  end
+  local now_us = read_clock(argv[8], { record })
+  local refunded, change
+  if policy.algorithm == 'FIXED' then
+    refunded, change =
+      fixed_refund(policy.period_ms, record.a, record.expire_at, now_us, amount, target)
+  elseif policy.algorithm == 'SLIDING' then
+    refunded, change = sliding_refund(policy.period_ms, record, now_us, amount, target)
+  else
+    refunded, change = gcra(policy.limit, policy.period_ms, policy.burst, record.a,
+      record.expire_at, now_us, 'refund', amount, false, force_exact)
+  end
+  apply_change(key, change)
+  local after = standing(record_after(record, change), policy, now_us, 1, force_exact)
+  return { refunded, after[2], after[3], after[4], after[5] }
 end
 -- reset: RATELIMIT.RESET without the module. ARGV: reset.
 --
@@ -1027,6 +1408,8 @@ end
 local commands = {
   check = function(keys, argv) return check(keys, argv, false) end,
   quota = function(keys, argv) return check(keys, argv, true) end,
+  mcheck = mcheck,
+  refund = refund,
   reset = reset,
 }
 
@@ -1036,6 +1419,6 @@ if not command then
   -- Echoed as the module echoes arguments: printable ASCII only, at most 64 bytes.
   local echo = tostring(name):sub(1, 64):gsub('[^ -~]', '?')
   return { err = "ERR unknown ratelimit script command '" .. echo ..
-    "': expected check, quota or reset" }
+    "': expected check, quota, mcheck, refund or reset" }
 end
 return command(KEYS, ARGV)

@@ -35,7 +35,7 @@
 
 use foldhash::quality::RandomState;
 use hashbrown::HashTable;
-use ratelimit_core::{decide, Change, Decision, Limit, State, Update, WrongAlgorithm};
+use ratelimit_core::{decide, quota, Change, Decision, Limit, State, Update, WrongAlgorithm};
 use std::collections::VecDeque;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -174,6 +174,32 @@ impl LocalLimiter {
         // The clock is read once the key's entry is found: reading the CPU's counter waits for
         // the instructions before it, so it costs least after the table's cache misses.
         shard.check(Key(hash, key), limit, cost, dry_run, || self.clock.now_us())
+    }
+
+    /// The standing now on `key`, as `RATELIMIT.QUOTA` answers it at `now_us`: what is left with
+    /// nothing spent, and whether a request of `cost` would be admitted. Changes nothing. Fails
+    /// only when the key's live state belongs to another algorithm than `limit`'s.
+    pub fn quota_at(
+        &self,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+        now_us: u64,
+    ) -> Result<Decision, WrongAlgorithm> {
+        let (hash, shard) = self.shard(key);
+        let key = Key(hash, key);
+        let state = shard
+            .entries
+            .find(key.0, |slot| slot.is(key))
+            .map(|slot| slot.entry)
+            .filter(|entry| entry.is_live(now_us / 1000))
+            .map(|entry| entry.state());
+        quota(limit, state.as_ref(), now_us, cost)
+    }
+
+    /// [`LocalLimiter::quota_at`] at the current time, as [`LocalLimiter::check`] reads it.
+    pub fn quota(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, WrongAlgorithm> {
+        self.quota_at(key, limit, cost, self.clock.now_us())
     }
 
     /// Deletes `key`'s state, as `RATELIMIT.RESET` does at `now_us`. Returns whether there was

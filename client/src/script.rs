@@ -99,6 +99,38 @@ impl ScriptBackend {
             .await
     }
 
+    /// The standing now on `key`, as `RATELIMIT.QUOTA` answers it: what is left with nothing
+    /// spent, and whether a request of `cost` would be admitted. Writes nothing. Fails as
+    /// [`ScriptBackend::check`] does.
+    pub async fn quota<C>(
+        &self,
+        conn: &mut C,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+    ) -> RedisResult<Decision>
+    where
+        C: ConnectionLike + Send,
+    {
+        let burst = match limit.algorithm() {
+            Algorithm::Gcra => limit.burst(),
+            _ => 0,
+        };
+        let reply: Vec<i64> = self
+            .script
+            .key(key)
+            .arg("quota")
+            .arg(limit.algorithm().name())
+            .arg(limit.limit())
+            .arg(limit.period_ms())
+            .arg(burst)
+            .arg(cost.min(MAX_COUNT))
+            .arg(0)
+            .invoke_async(conn)
+            .await?;
+        decision_from_reply(&reply)
+    }
+
     /// Deletes the limiter's state on `key`, of any algorithm, as `RATELIMIT.RESET` does.
     /// Answers whether there was one.
     ///
@@ -176,6 +208,6 @@ mod tests {
             "lua/ratelimit.lua is not the concatenation of the parts in lua/bundle.txt: run `make lua`"
         );
         assert!(SOURCE.contains("local function bn_divmod"));
-        assert!(SOURCE.contains("SET', key, new_value, 'PXAT'"));
+        assert!(SOURCE.contains("redis.call('SET', key, change[2], 'PXAT'"));
     }
 }

@@ -210,8 +210,9 @@ async fn search_answers_200_then_429_with_the_headers() {
 
     let reply = api.get("/search?q=redis", &[]);
     assert_eq!(reply.status, 429, "{reply:?}");
+    // SLIDING's wait can run into the next window: up to two periods.
     let wait = reply.number("retry-after");
-    assert!((1..=10).contains(&wait), "{reply:?}");
+    assert!((1..=20).contains(&wait), "{reply:?}");
     assert_eq!(
         reply.header("content-type"),
         Some("application/problem+json")

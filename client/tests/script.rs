@@ -19,7 +19,10 @@ mod common;
 
 use common::Server;
 use ratelimit_client::script::ScriptBackend;
-use ratelimit_core::{decide, Algorithm, Change, Decision, Limit, State, MAX_COUNT, MAX_PERIOD_MS};
+use ratelimit_core::{
+    decide, decide_all, quota, refund, Algorithm, Change, Decision, Limit, Policy, State,
+    MAX_COUNT, MAX_PERIOD_MS,
+};
 use redis::aio::MultiplexedConnection;
 
 const HOUR_MS: u64 = 3_600_000;
@@ -297,16 +300,9 @@ fn gcra_now_floor(limit: &Limit, now_us: u64) -> (u64, u128) {
     ((((whole % m) * k + rest / p) % m) as u64, k)
 }
 
-/// Digits, sometimes with leading zeros (still at most 20 characters), which every
-/// implementation must read.
-fn digits(rng: &mut Rng, value: u64) -> String {
-    let text = value.to_string();
-    if rng.chance(10) && text.len() < 20 {
-        let zeros = rng.between(1, 20 - text.len() as u64) as usize;
-        format!("{}{text}", "0".repeat(zeros))
-    } else {
-        text
-    }
+/// Canonical digits: the only spelling of a stored number that every implementation reads.
+fn digits(_rng: &mut Rng, value: u64) -> String {
+    value.to_string()
 }
 
 /// A random valid state of `limit`'s algorithm, and an expiry at or after `now_us` (or none).
@@ -394,9 +390,14 @@ struct Counts {
     checks: u64,
     allowed: u64,
     denied: u64,
+    forced: u64,
     forced_exact: u64,
+    repaired: u64,
+    quotas: u64,
+    refunds: u64,
     resets: u64,
     injected: u64,
+    refused: u64,
     expired: u64,
 }
 
@@ -406,11 +407,107 @@ impl Counts {
         self.checks += other.checks;
         self.allowed += other.allowed;
         self.denied += other.denied;
+        self.forced += other.forced;
         self.forced_exact += other.forced_exact;
+        self.repaired += other.repaired;
+        self.quotas += other.quotas;
+        self.refunds += other.refunds;
         self.resets += other.resets;
         self.injected += other.injected;
+        self.refused += other.refused;
         self.expired += other.expired;
     }
+}
+
+/// The script invoked directly with `ARGV`, after the command word and before the test clock and
+/// the flag that forces the bignum path.
+async fn invoke(
+    conn: &mut MultiplexedConnection,
+    script: &redis::Script,
+    keys: &[&str],
+    command: &str,
+    argv: &[String],
+    now_us: u64,
+    exact: bool,
+) -> redis::RedisResult<redis::Value> {
+    let mut invocation = script.prepare_invoke();
+    for key in keys {
+        invocation.key(*key);
+    }
+    invocation.arg(command);
+    for arg in argv {
+        invocation.arg(arg);
+    }
+    invocation.arg(now_us).arg(u8::from(exact));
+    invocation.invoke_async(conn).await
+}
+
+/// A policy's four script arguments: algorithm, limit, period in ms, burst.
+fn policy_args(limit: &Limit) -> Vec<String> {
+    vec![
+        limit.algorithm().name().to_string(),
+        limit.limit().to_string(),
+        limit.period_ms().to_string(),
+        limit.burst().to_string(),
+    ]
+}
+
+fn integers(value: &redis::Value) -> Vec<i64> {
+    match value {
+        redis::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                redis::Value::Int(n) => *n,
+                other => panic!("not an integer: {other:?}"),
+            })
+            .collect(),
+        other => panic!("not an array: {other:?}"),
+    }
+}
+
+fn decision_array(d: &Decision) -> Vec<i64> {
+    vec![
+        i64::from(d.allowed),
+        d.limit as i64,
+        d.remaining as i64,
+        d.reset_after_ms as i64,
+        d.retry_after_ms,
+    ]
+}
+
+/// Makes `change` to the reference copy of the key, as the server would.
+fn apply(held: &mut Option<(Vec<u8>, Option<u64>)>, change: Change) {
+    match change {
+        Change::Keep => {}
+        Change::Store(update) => {
+            *held = Some((
+                update.state.encode().as_bytes().to_vec(),
+                Some(update.expire_at_ms),
+            ))
+        }
+        Change::Expire(at) => {
+            if let Some((_, expiry)) = held.as_mut() {
+                *expiry = Some(at);
+            }
+        }
+        Change::Delete => *held = None,
+    }
+}
+
+/// A value that is no limiter's state although it looks like one: a non-canonical number.
+fn non_canonical(rng: &mut Rng) -> String {
+    let n = rng.between(0, 1_000_000);
+    let spellings = [
+        format!("0{n}"),
+        format!("-0{}", n + 1),
+        format!("+{n}"),
+        format!(" {n}"),
+        format!("{n} "),
+        format!("s:0{n}:1:2"),
+        format!("s:{n}:01:2"),
+        format!("s:{n}:1:00"),
+    ];
+    spellings[rng.below(spellings.len() as u64) as usize].clone()
 }
 
 // The sequence's whole context is spelled out rather than bundled: each piece is used once.
@@ -423,13 +520,14 @@ async fn exact_sequence(
     limit: Limit,
     key: &str,
     counts: &mut Counts,
-    exact_expiry: bool,
 ) {
     let period_us = limit.period_us();
     let mut now = server_now_us(conn).await + 10_000_000 + rng.below(period_us.min(1 << 40));
     // The reference: what the server holds, and when it expires.
     let mut held: Option<(Vec<u8>, Option<u64>)> = None;
     let mut last: Option<Decision> = None;
+    // The windows of earlier spends, for refunds that name one.
+    let mut windows: Vec<u64> = Vec::new();
     let mut log = vec![format!("{limit:?}, key {key}")];
     let steps = rng.between(1, 24);
     for _ in 0..steps {
@@ -464,6 +562,8 @@ async fn exact_sequence(
         let state = held
             .as_ref()
             .map(|(value, at)| State::decode(value, *at).expect("a valid state"));
+        let exact = rng.chance(30);
+        let capacity = limit.capacity();
         match rng.below(100) {
             0..=3 => {
                 let existed = backend.reset(conn, key).await.unwrap();
@@ -472,10 +572,7 @@ async fn exact_sequence(
                 held = None;
                 counts.resets += 1;
             }
-            // Without an exact expiry (Redis 6.2), the script trusts a GCRA value within a
-            // second of the expiry instead of a millisecond, so hand-written values that
-            // disagree with their expiry by less than that read differently from the core.
-            4..=11 if exact_expiry || limit.algorithm() != Algorithm::Gcra => {
+            4..=11 => {
                 let (value, at) = random_state(rng, &limit, now, state.as_ref());
                 let mut set = redis::cmd("SET");
                 set.arg(key).arg(&value);
@@ -487,29 +584,92 @@ async fn exact_sequence(
                 held = Some((value.into_bytes(), at));
                 counts.injected += 1;
             }
+            12 => {
+                // No limiter's state: refused, and left as it is.
+                let value = non_canonical(rng);
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(&value)
+                    .exec_async(conn)
+                    .await
+                    .unwrap();
+                let error = backend
+                    .check_at(conn, key, &limit, 1, false, now)
+                    .await
+                    .expect_err("not a limiter");
+                assert_eq!(
+                    error_text(&error).1.as_deref(),
+                    Some("the key holds a value that is not a rate limiter state"),
+                    "{value:?}"
+                );
+                assert!(State::decode(value.as_bytes(), None).is_err(), "{value:?}");
+                let (stored_value, _, _) = stored(conn, key).await;
+                assert_eq!(stored_value, Some(value.into_bytes()));
+                redis::cmd("DEL").arg(key).exec_async(conn).await.unwrap();
+                held = None;
+                counts.refused += 1;
+            }
+            13..=22 => {
+                let cost = random_cost(rng, capacity, last.map_or(capacity, |d| d.remaining));
+                let expected = quota(&limit, state.as_ref(), now, cost).unwrap();
+                let mut argv = policy_args(&limit);
+                argv.extend([cost.to_string(), "0".to_string()]);
+                let reply = invoke(conn, exact_path, &[key], "quota", &argv, now, exact).await;
+                let actual = integers(&reply.unwrap());
+                log.push(format!("@{now} QUOTA cost {cost} -> {actual:?}"));
+                assert_eq!(actual, decision_array(&expected), "{}", log.join("\n"));
+                counts.quotas += 1;
+            }
+            23..=34 => {
+                // A refund to no window, to the window of an earlier spend, or to any.
+                let window = match rng.below(4) {
+                    0 => None,
+                    1 | 2 if !windows.is_empty() => {
+                        Some(windows[rng.below(windows.len() as u64) as usize])
+                    }
+                    _ => {
+                        let any = rng.next();
+                        Some(rng.pick(&[0, u64::MAX, any, now / period_us]))
+                    }
+                };
+                let amount = random_cost(rng, capacity, capacity);
+                let expected = refund(&limit, state.as_ref(), now, amount, window).unwrap();
+                let mut argv = policy_args(&limit);
+                argv.extend([
+                    amount.to_string(),
+                    window.map_or(String::new(), |w| w.to_string()),
+                ]);
+                let reply = invoke(conn, exact_path, &[key], "refund", &argv, now, exact).await;
+                let actual = integers(&reply.unwrap());
+                log.push(format!(
+                    "@{now} REFUND {amount} window {window:?} -> {actual:?}"
+                ));
+                let mut want = decision_array(&expected.standing);
+                want[0] = expected.refunded as i64;
+                assert_eq!(actual, want, "{}", log.join("\n"));
+                apply(&mut held, expected.change);
+                counts.refunds += 1;
+            }
             _ => {
-                let capacity = limit.capacity();
                 let cost = random_cost(rng, capacity, last.map_or(capacity, |d| d.remaining));
                 let dry_run = rng.chance(15);
-                let outcome = decide(&limit, state.as_ref(), now, cost, false).unwrap();
+                let force = !dry_run && rng.chance(15);
+                let with_window = rng.chance(30);
+                let outcome = decide(&limit, state.as_ref(), now, cost, force).unwrap();
                 let expected = outcome.decision;
-                let forced = rng.chance(30);
-                let actual = if forced {
-                    counts.forced_exact += 1;
-                    let reply: Vec<i64> = exact_path
-                        .key(key)
-                        .arg("check")
-                        .arg(limit.algorithm().name())
-                        .arg(limit.limit())
-                        .arg(limit.period_ms())
-                        .arg(limit.burst())
-                        .arg(cost)
-                        .arg(u8::from(dry_run))
-                        .arg(now)
-                        .arg(1)
-                        .invoke_async(conn)
-                        .await
-                        .unwrap();
+                let actual = if exact || force || with_window {
+                    let flags = u8::from(dry_run) + 2 * u8::from(force) + 4 * u8::from(with_window);
+                    let mut argv = policy_args(&limit);
+                    argv.extend([cost.to_string(), flags.to_string()]);
+                    let reply = invoke(conn, exact_path, &[key], "check", &argv, now, exact).await;
+                    let mut reply = integers(&reply.unwrap());
+                    if with_window {
+                        let window = reply.pop().unwrap();
+                        assert_eq!(window as u64, outcome.window, "{}", log.join("\n"));
+                    }
+                    if exact {
+                        counts.forced_exact += 1;
+                    }
                     Decision {
                         allowed: reply[0] == 1,
                         limit: reply[1] as u64,
@@ -524,7 +684,7 @@ async fn exact_sequence(
                         .unwrap()
                 };
                 log.push(format!(
-                    "@{now} CHECK cost {cost} dry {dry_run} exact-path {forced} -> {actual:?}"
+                    "@{now} CHECK cost {cost} dry {dry_run} force {force} exact-path {exact} -> {actual:?}"
                 ));
                 assert_eq!(actual, expected, "{}", log.join("\n"));
                 counts.checks += 1;
@@ -533,22 +693,17 @@ async fn exact_sequence(
                 } else {
                     counts.denied += 1;
                 }
+                if force {
+                    counts.forced += 1;
+                }
                 if !dry_run {
-                    match outcome.change {
-                        Change::Keep => {}
-                        Change::Store(update) => {
-                            held = Some((
-                                update.state.encode().as_bytes().to_vec(),
-                                Some(update.expire_at_ms),
-                            ))
-                        }
-                        Change::Expire(at) => {
-                            if let Some((_, expiry)) = held.as_mut() {
-                                *expiry = Some(at);
-                            }
-                        }
-                        Change::Delete => held = None,
+                    if matches!(outcome.change, Change::Store(_)) {
+                        windows.push(outcome.window);
                     }
+                    if matches!(outcome.change, Change::Expire(_) | Change::Delete) {
+                        counts.repaired += 1;
+                    }
+                    apply(&mut held, outcome.change);
                 }
                 last = Some(expected);
             }
@@ -581,13 +736,8 @@ async fn script_matches_core_exactly() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(160);
-    // Without PEXPIRETIME (Redis 6.2) the script reads a key's expiry as TIME + PTTL, a few
-    // milliseconds late under load (toward denial). FIXED's window end is that expiry, so FIXED
-    // cannot be compared to the microsecond there; the module-and-script agreement test covers it.
-    let (_, exact_expiry) = expire_time(&mut server.con().await, "probe").await;
-    if !exact_expiry {
-        println!("no PEXPIRETIME on this server: FIXED is left out of the exact comparison");
-    }
+    // Without PEXPIRETIME (Redis 6.2) the script reads a key's expiry with PTTL read before and
+    // after TIME, which is exact (limiter.lua): every algorithm is compared on every server.
     let mut tasks = Vec::new();
     for worker in 0..workers {
         let mut conn = server.con().await;
@@ -600,13 +750,10 @@ async fn script_matches_core_exactly() {
             for sequence in 0..sequences_per_worker {
                 // Every interesting configuration at least once, then random ones.
                 let index = (worker * sequences_per_worker + sequence) as usize;
-                let mut limit = match interesting.get(index) {
+                let limit = match interesting.get(index) {
                     Some(limit) => *limit,
                     None => random_limit(&mut rng, &interesting),
                 };
-                while !exact_expiry && limit.algorithm() == Algorithm::Fixed {
-                    limit = random_limit(&mut rng, &interesting);
-                }
                 let key = format!("exact:{worker}:{sequence}");
                 exact_sequence(
                     &mut conn,
@@ -616,7 +763,6 @@ async fn script_matches_core_exactly() {
                     limit,
                     &key,
                     &mut counts,
-                    exact_expiry,
                 )
                 .await;
             }
@@ -631,18 +777,179 @@ async fn script_matches_core_exactly() {
         }
     }
     println!(
-        "{} sequences, {} checks ({} allowed, {} denied, {} on the forced bignum path), \
-         {} resets, {} injected states, {} simulated expiries",
+        "{} sequences, {} checks ({} allowed, {} denied, {} forced, {} on the forced bignum \
+         path, {} repairs of keys without expiry), {} quotas, {} refunds, {} resets, {} injected \
+         states, {} non-canonical values refused, {} simulated expiries",
         total.sequences,
         total.checks,
         total.allowed,
         total.denied,
+        total.forced,
         total.forced_exact,
+        total.repaired,
+        total.quotas,
+        total.refunds,
         total.resets,
         total.injected,
+        total.refused,
         total.expired
     );
-    assert!(total.checks > 20_000 && total.allowed > 5000 && total.denied > 5000);
+    assert!(total.checks > 10_000 && total.allowed > 3000 && total.denied > 3000);
+    assert!(total.forced > 500 && total.repaired > 100 && total.quotas > 3000);
+    assert!(total.refunds > 3000 && total.refused > 100);
+}
+
+/// MCHECK: sequences over three keys with random limits and states, each request compared with
+/// `ratelimit_core::decide_all` (reply, and every key's value and expiry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn script_mcheck_matches_core_exactly() {
+    let server = Server::start(false);
+    let seed = seed();
+    println!("RATELIMIT_SEED={seed}");
+    let interesting = interesting_limits();
+    let mut tasks = Vec::new();
+    for worker in 0..8u64 {
+        let mut conn = server.con().await;
+        let interesting = interesting.clone();
+        tasks.push(tokio::spawn(async move {
+            let script = exact_path_script();
+            let mut rng = Rng(seed ^ (worker * 0x0fed_cba9_8765_4321));
+            let (mut requests, mut admitted) = (0u64, 0u64);
+            for sequence in 0..40 {
+                let n = rng.between(1, 3) as usize;
+                let limits: Vec<Limit> = (0..n)
+                    .map(|_| random_limit(&mut rng, &interesting))
+                    .collect();
+                let keys: Vec<String> = (0..n)
+                    .map(|i| format!("{{m{worker}:{sequence}}}:{i}"))
+                    .collect();
+                let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let shortest = limits.iter().map(Limit::period_us).min().unwrap();
+                let mut now = server_now_us(&mut conn).await + 10_000_000;
+                let mut held: Vec<Option<(Vec<u8>, Option<u64>)>> = vec![None; n];
+                let mut log = vec![format!("{limits:?}")];
+                for _ in 0..rng.between(1, 16) {
+                    now += match rng.below(4) {
+                        0 => 0,
+                        1 => rng.below(shortest),
+                        2 => rng.below(3 * shortest),
+                        _ => rng.below(1_000_000),
+                    }
+                    .min((MAX_NOW_US - now) / 32);
+                    for (key, slot) in keys.iter().zip(held.iter_mut()) {
+                        if let Some((_, Some(at))) = slot {
+                            if now / 1000 > *at {
+                                redis::cmd("DEL")
+                                    .arg(key)
+                                    .exec_async(&mut conn)
+                                    .await
+                                    .unwrap();
+                                *slot = None;
+                            }
+                        }
+                    }
+                    // Sometimes a key holds a state written by hand, with or without expiry.
+                    if rng.chance(20) {
+                        let i = rng.below(n as u64) as usize;
+                        let state = held[i]
+                            .as_ref()
+                            .map(|(v, at)| State::decode(v, *at).unwrap());
+                        let (value, at) = random_state(&mut rng, &limits[i], now, state.as_ref());
+                        let mut set = redis::cmd("SET");
+                        set.arg(&keys[i]).arg(&value);
+                        if let Some(at) = at {
+                            set.arg("PXAT").arg(at);
+                        }
+                        set.exec_async(&mut conn).await.unwrap();
+                        log.push(format!("@{now} SET {} {value} PXAT {at:?}", keys[i]));
+                        held[i] = Some((value.into_bytes(), at));
+                    }
+                    let states: Vec<Option<State>> = held
+                        .iter()
+                        .map(|h| h.as_ref().map(|(v, at)| State::decode(v, *at).unwrap()))
+                        .collect();
+                    let costs: Vec<u64> = limits
+                        .iter()
+                        .map(|l| random_cost(&mut rng, l.capacity(), l.capacity() / 2))
+                        .collect();
+                    let dry_run = rng.chance(15);
+                    let force = !dry_run && rng.chance(20);
+                    let with_window = rng.chance(30);
+                    let policies: Vec<Policy<'_>> = limits
+                        .iter()
+                        .zip(&states)
+                        .zip(&costs)
+                        .map(|((limit, state), cost)| Policy {
+                            limit,
+                            state: state.as_ref(),
+                            cost: *cost,
+                        })
+                        .collect();
+                    let expected = decide_all(&policies, now, force).unwrap();
+                    let flags = u8::from(dry_run) + 2 * u8::from(force) + 4 * u8::from(with_window);
+                    let mut argv = vec![flags.to_string()];
+                    for (limit, cost) in limits.iter().zip(&costs) {
+                        argv.extend(policy_args(limit));
+                        argv.push(cost.to_string());
+                    }
+                    let exact = rng.chance(30);
+                    let reply = invoke(&mut conn, &script, &names, "mcheck", &argv, now, exact)
+                        .await
+                        .unwrap();
+                    let redis::Value::Array(items) = reply else {
+                        panic!("not an array: {reply:?}");
+                    };
+                    log.push(format!(
+                        "@{now} MCHECK {costs:?} dry {dry_run} force {force} -> {items:?}"
+                    ));
+                    let context = log.join("\n");
+                    assert_eq!(items.len(), 2 + n, "{context}");
+                    assert_eq!(
+                        (&items[0], &items[1]),
+                        (
+                            &redis::Value::Int(i64::from(expected.allowed)),
+                            &redis::Value::Int(expected.retry_after_ms)
+                        ),
+                        "{context}"
+                    );
+                    for (i, outcome) in expected.outcomes.iter().enumerate() {
+                        let mut want = decision_array(&outcome.decision);
+                        if with_window {
+                            want.push(outcome.window as i64);
+                        }
+                        assert_eq!(integers(&items[2 + i]), want, "{context}: policy {i}");
+                        if !dry_run {
+                            apply(&mut held[i], outcome.change);
+                        }
+                    }
+                    requests += 1;
+                    admitted += u64::from(expected.allowed);
+                    for (i, key) in keys.iter().enumerate() {
+                        let (value, at, exact) = stored(&mut conn, key).await;
+                        let want = match &held[i] {
+                            None => (None, -2),
+                            Some((v, at)) => (Some(v.clone()), at.map_or(-1, |at| at as i64)),
+                        };
+                        assert_eq!(value, want.0, "{context}: key {i}");
+                        assert!(same_expiry(at, want.1, exact), "{context}: key {i} {at}");
+                    }
+                }
+            }
+            (requests, admitted)
+        }));
+    }
+    let (mut requests, mut admitted) = (0, 0);
+    for task in tasks {
+        match task.await {
+            Ok((r, a)) => {
+                requests += r;
+                admitted += a;
+            }
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+    println!("{requests} MCHECK requests compared, {admitted} admitted");
+    assert!(requests > 1000 && admitted > 200 && requests - admitted > 200);
 }
 
 // Module and script on the real clock -----------------------------------------------------------

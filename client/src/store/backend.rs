@@ -29,12 +29,15 @@ impl RedisStore {
                 other => return other.map(|d| Decision::from_core(d, Backend::Module)),
             }
         }
-        let (cost, dry_run) = request.cost_and_dry_run();
-        let decision = self
-            .inner
-            .script
-            .check(conn, key, limit, cost, dry_run)
-            .await?;
+        let decision = match request {
+            Request::Check { cost, dry_run } => {
+                self.inner
+                    .script
+                    .check(conn, key, limit, cost, dry_run)
+                    .await?
+            }
+            Request::Quota => self.inner.script.quota(conn, key, limit, 1).await?,
+        };
         Ok(Decision::from_core(decision, Backend::Script))
     }
 

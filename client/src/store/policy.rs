@@ -19,8 +19,13 @@ impl RedisStore {
         let capacity = limit.capacity();
         match self.inner.config.on_failure {
             FailurePolicy::Local => {
-                let (cost, dry_run) = request.cost_and_dry_run();
-                let decision = self.local().check(full_key, limit, cost, dry_run)?;
+                let local = self.local();
+                let decision = match request {
+                    Request::Check { cost, dry_run } => {
+                        local.check(full_key, limit, cost, dry_run)?
+                    }
+                    Request::Quota => local.quota(full_key, limit, 1)?,
+                };
                 Ok(Decision::from_core(decision, Backend::Local))
             }
             // Nothing is counted while failing open: the limiter is reported full.

@@ -71,7 +71,7 @@ impl Cluster {
     pub async fn con(&self, port: u16) -> MultiplexedConnection {
         redis::Client::open(local_url(port, self.password()))
             .unwrap()
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&super::patient())
             .await
             .unwrap_or_else(|e| panic!("connect to the node on {port}: {e}"))
     }

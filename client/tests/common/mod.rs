@@ -61,6 +61,8 @@ pub struct Options {
     pub password: Option<String>,
     /// Allow `MODULE LOAD`/`UNLOAD` at run time (Redis 7 refuses them by default).
     pub module_command: bool,
+    /// An append-only file synced on every write, so that keys survive a restart.
+    pub persistent: bool,
 }
 
 impl Options {
@@ -72,6 +74,9 @@ impl Options {
         }
         if self.module_command && server_major_version() >= 7 {
             args.extend(["--enable-module-command", "yes"].map(String::from));
+        }
+        if self.persistent {
+            args.extend(["--appendonly", "yes", "--appendfsync", "always"].map(String::from));
         }
         args
     }
@@ -117,7 +122,7 @@ impl Server {
     pub async fn con(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&patient())
             .await
             .expect("connect to the test server")
     }
@@ -157,4 +162,13 @@ where
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The test connections' settings: a response timeout far above any command's time, so that a
+/// loaded machine slows the tests down but never fails them (the `redis` crate's default is
+/// 500 ms).
+pub fn patient() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(60)))
+        .set_connection_timeout(Some(std::time::Duration::from_secs(10)))
 }
