@@ -24,11 +24,13 @@ use std::os::raw::c_int;
 pub const CATEGORY: &CStr = c"ratelimit";
 
 /// Each command with the existing categories its flags stand for.
-const COMMANDS: [(&CStr, &str); 5] = [
+const COMMANDS: [(&CStr, &str); 7] = [
+    (c"ratelimit.acquire", "write fast"),
     (c"ratelimit.check", "write fast"),
     (c"ratelimit.mcheck", "write fast"),
     (c"ratelimit.quota", "read fast"),
     (c"ratelimit.refund", "write fast"),
+    (c"ratelimit.release", "write fast"),
     (c"ratelimit.reset", "write fast"),
 ];
 
@@ -56,7 +58,7 @@ pub(crate) fn register(ctx: &Context) -> Outcome {
         return Outcome::Done(
             "commands in no ACL category (RedisModule_SetCommandACLCategories not found): grant \
              +ratelimit.check +ratelimit.mcheck +ratelimit.quota +ratelimit.refund \
-             +ratelimit.reset by name"
+             +ratelimit.reset +ratelimit.acquire +ratelimit.release by name"
                 .to_string(),
         );
     };

@@ -10,6 +10,7 @@
 //! then each policy in order.
 
 use crate::error::{Echo, Error};
+use ratelimit_core::lease::{MAX_ID_LEN, MAX_LEASES};
 use ratelimit_core::parse::{integer_in, period_ms};
 use ratelimit_core::{Algorithm, Limit, LimitError, MAX_COUNT};
 use std::ops::Deref;
@@ -30,6 +31,10 @@ pub enum Command {
     MCheck,
     /// `RATELIMIT.REFUND`
     Refund,
+    /// `RATELIMIT.ACQUIRE`
+    Acquire,
+    /// `RATELIMIT.RELEASE`
+    Release,
 }
 
 impl Command {
@@ -41,6 +46,8 @@ impl Command {
             Command::Reset => "ratelimit.reset",
             Command::MCheck => "ratelimit.mcheck",
             Command::Refund => "ratelimit.refund",
+            Command::Acquire => "ratelimit.acquire",
+            Command::Release => "ratelimit.release",
         }
     }
 
@@ -52,6 +59,8 @@ impl Command {
             Command::Reset => "RATELIMIT.RESET",
             Command::MCheck => "RATELIMIT.MCHECK",
             Command::Refund => "RATELIMIT.REFUND",
+            Command::Acquire => "RATELIMIT.ACQUIRE",
+            Command::Release => "RATELIMIT.RELEASE",
         }
     }
 }
@@ -97,6 +106,68 @@ pub struct MultiRequest {
     pub force: bool,
     /// `WITHWINDOW`.
     pub with_window: bool,
+}
+
+/// A parsed `RATELIMIT.ACQUIRE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acquire<'a> {
+    /// The lease set's key, `args[1]`.
+    pub key: &'a [u8],
+    /// Leases allowed at once, 1 to 10^6.
+    pub limit: u64,
+    /// How long a lease lives unless released or renewed, in ms.
+    pub lease_ms: u64,
+    /// `ID id`: the lease to take or renew; `None` to have one made.
+    pub id: Option<&'a [u8]>,
+}
+
+/// Parses `RATELIMIT.ACQUIRE key limit lease [ID id]`: `limit` from 1 to 10^6, `lease` with
+/// CHECK's period syntax, `id` from 1 to 128 bytes.
+pub fn parse_acquire<A: Deref<Target = [u8]>>(args: &[A]) -> Result<Acquire<'_>, Error> {
+    let [_, key, limit, lease, options @ ..] = args else {
+        return Err(Error::WrongArity(Command::Acquire));
+    };
+    let limit_value = integer_in(limit, 1, MAX_LEASES)
+        .ok_or_else(|| Error::InvalidLeaseLimit(Echo::new(limit)))?;
+    let lease_ms = parse_period(lease).map_err(|e| match e {
+        Error::PeriodOutOfRange(text) => Error::LeaseOutOfRange(text),
+        _ => Error::InvalidLease(Echo::new(lease)),
+    })?;
+    let mut id = None;
+    let mut rest = options.iter();
+    while let Some(word) = rest.next() {
+        if !word.eq_ignore_ascii_case(b"ID") {
+            return Err(Error::UnknownOption(Echo::new(word)));
+        }
+        if id.is_some() {
+            return Err(Error::RepeatedOption("ID"));
+        }
+        let value: &[u8] = rest.next().ok_or(Error::MissingValue("ID"))?;
+        id = Some(parse_id(value)?);
+    }
+    Ok(Acquire {
+        key,
+        limit: limit_value,
+        lease_ms,
+        id,
+    })
+}
+
+/// Parses `RATELIMIT.RELEASE key id` and returns the key and the lease ID.
+pub fn parse_release<A: Deref<Target = [u8]>>(args: &[A]) -> Result<(&[u8], &[u8]), Error> {
+    match args {
+        [_, key, id] => Ok((key, parse_id(id)?)),
+        _ => Err(Error::WrongArity(Command::Release)),
+    }
+}
+
+/// A lease ID: 1 to 128 bytes, any bytes.
+fn parse_id(id: &[u8]) -> Result<&[u8], Error> {
+    if (1..=MAX_ID_LEN).contains(&id.len()) {
+        Ok(id)
+    } else {
+        Err(Error::InvalidId(Echo::new(id)))
+    }
 }
 
 /// Parses `RATELIMIT.CHECK key limit period [ALGORITHM a] [BURST n] [COST n] [DRYRUN | FORCE]

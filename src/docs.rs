@@ -113,7 +113,7 @@ const READ_WRITE: u64 = (raw::REDISMODULE_CMD_KEY_RW
     | raw::REDISMODULE_CMD_KEY_ACCESS
     | raw::REDISMODULE_CMD_KEY_UPDATE) as u64;
 
-const DOCS: [Doc; 5] = [
+const DOCS: [Doc; 7] = [
     Doc {
         name: c"ratelimit.check",
         summary:
@@ -188,6 +188,31 @@ const DOCS: [Doc; 5] = [
             Arg { flags: 0, ..COST },
             option(c"window", c"WINDOW", Kind::Integer),
         ],
+    },
+    Doc {
+        name: c"ratelimit.acquire",
+        summary: c"Takes one of a limited number of concurrent leases, or renews one",
+        complexity: c"O(log(N) + M) where N is the number of leases and M the number expired",
+        since: c"2.0.0",
+        history: &[],
+        arity: -4,
+        keys: Keys::One(READ_WRITE),
+        args: &[
+            KEY,
+            LIMIT,
+            arg(c"lease", Kind::String),
+            option(c"id", c"ID", Kind::String),
+        ],
+    },
+    Doc {
+        name: c"ratelimit.release",
+        summary: c"Releases a concurrent lease",
+        complexity: c"O(log(N) + M) where N is the number of leases and M the number expired",
+        since: c"2.0.0",
+        history: &[],
+        arity: 3,
+        keys: Keys::One(READ_WRITE),
+        args: &[KEY, arg(c"id", Kind::String)],
     },
     Doc {
         name: c"ratelimit.reset",

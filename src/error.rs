@@ -5,6 +5,7 @@
 //! message can never carry CR, LF or NUL into the protocol.
 
 use crate::args::{Command, MAX_KEYS};
+use ratelimit_core::lease::{MAX_ID_LEN, MAX_LEASES};
 use ratelimit_core::{Algorithm, DecodeError, WrongAlgorithm, MAX_COUNT};
 use std::fmt;
 
@@ -96,6 +97,14 @@ pub enum Error {
     },
     /// An option of a policy where `RATELIMIT.MCHECK` expects `LIMIT`.
     ExpectedLimit(Echo),
+    /// `limit` of `RATELIMIT.ACQUIRE` is not an integer from 1 to 10^6.
+    InvalidLeaseLimit(Echo),
+    /// `lease` is not an integer with an optional unit.
+    InvalidLease(Echo),
+    /// `lease` is well formed but outside 1 ms to 3650 days.
+    LeaseOutOfRange(Echo),
+    /// A lease ID that is empty or longer than 128 bytes.
+    InvalidId(Echo),
     /// A write called from a script that Redis 6.2 replicates verbatim
     /// (`lua-replicate-commands no`): replicas and the AOF would decide again on their own
     /// clocks.
@@ -194,6 +203,21 @@ impl fmt::Display for Error {
             Error::ExpectedLimit(text) => {
                 write!(f, "ERR expected LIMIT limit period before '{text}'")
             }
+            Error::InvalidLeaseLimit(text) => write!(
+                f,
+                "ERR invalid limit '{text}': expected an integer from 1 to {MAX_LEASES}"
+            ),
+            Error::InvalidLease(text) => write!(
+                f,
+                "ERR invalid lease '{text}': expected an integer with optional unit ms, s, m, h or d"
+            ),
+            Error::LeaseOutOfRange(text) => {
+                write!(f, "ERR invalid lease '{text}': expected from 1ms to 3650d")
+            }
+            Error::InvalidId(text) => write!(
+                f,
+                "ERR invalid lease ID '{text}': expected 1 to {MAX_ID_LEN} bytes"
+            ),
             Error::VerbatimScript(command) => write!(
                 f,
                 "ERR {} cannot write from a script that is replicated verbatim \
@@ -323,6 +347,26 @@ mod tests {
             (
                 Error::ExpectedLimit(e(b"COST")),
                 "ERR expected LIMIT limit period before 'COST'",
+            ),
+            (
+                Error::InvalidLeaseLimit(e(b"0")),
+                "ERR invalid limit '0': expected an integer from 1 to 1000000",
+            ),
+            (
+                Error::InvalidLease(e(b"5x")),
+                "ERR invalid lease '5x': expected an integer with optional unit ms, s, m, h or d",
+            ),
+            (
+                Error::LeaseOutOfRange(e(b"0ms")),
+                "ERR invalid lease '0ms': expected from 1ms to 3650d",
+            ),
+            (
+                Error::InvalidId(e(b"")),
+                "ERR invalid lease ID '': expected 1 to 128 bytes",
+            ),
+            (
+                Error::WrongArity(Command::Acquire),
+                "ERR wrong number of arguments for 'ratelimit.acquire' command",
             ),
             (
                 Error::VerbatimScript(Command::Check),

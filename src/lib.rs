@@ -12,6 +12,7 @@ mod commands;
 pub mod config;
 mod docs;
 pub mod error;
+mod leases;
 mod log;
 mod stats;
 mod store;
@@ -38,6 +39,16 @@ fn ratelimit_quota(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// RATELIMIT.REFUND key limit period [ALGORITHM a] [BURST n] COST n [WINDOW w]
 fn ratelimit_refund(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     commands::refund::run(ctx, &args)
+}
+
+/// RATELIMIT.ACQUIRE key limit lease [ID id]
+fn ratelimit_acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    commands::acquire::run(ctx, &args)
+}
+
+/// RATELIMIT.RELEASE key id
+fn ratelimit_release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    commands::release::run(ctx, &args)
 }
 
 /// RATELIMIT.RESET key
@@ -100,8 +111,8 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) {
 #[allow(missing_docs)]
 mod entry {
     use super::{
-        deinit, info, init, ratelimit_check, ratelimit_mcheck, ratelimit_quota, ratelimit_refund,
-        ratelimit_reset,
+        deinit, info, init, ratelimit_acquire, ratelimit_check, ratelimit_mcheck, ratelimit_quota,
+        ratelimit_refund, ratelimit_release, ratelimit_reset,
     };
     // `info:`'s expansion names these two unqualified.
     use redis_module::{redis_module, InfoContext, RedisResult};
@@ -141,6 +152,8 @@ mod entry {
             ["ratelimit.quota", ratelimit_quota, "readonly fast", 1, 1, 1, ""],
             ["ratelimit.refund", ratelimit_refund, "write deny-oom fast", 1, 1, 1, ""],
             ["ratelimit.reset", ratelimit_reset, "write fast", 1, 1, 1, ""],
+            ["ratelimit.acquire", ratelimit_acquire, "write deny-oom fast", 1, 1, 1, ""],
+            ["ratelimit.release", ratelimit_release, "write deny-oom fast", 1, 1, 1, ""],
         ],
     }
 }

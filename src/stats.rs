@@ -73,6 +73,10 @@ struct Counters {
     mcheck_dry_runs: Counter,
     refunds: Counter,
     refunded_units: Counter,
+    acquired: Counter,
+    acquire_denied: Counter,
+    releases: Counter,
+    released: Counter,
     quota_calls: Counter,
     resets: Counter,
     errors: Counter,
@@ -91,6 +95,10 @@ static COUNTERS: Counters = Counters {
     mcheck_dry_runs: Counter::new(),
     refunds: Counter::new(),
     refunded_units: Counter::new(),
+    acquired: Counter::new(),
+    acquire_denied: Counter::new(),
+    releases: Counter::new(),
+    released: Counter::new(),
     quota_calls: Counter::new(),
     resets: Counter::new(),
     errors: Counter::new(),
@@ -159,6 +167,25 @@ pub(crate) fn record_refund(refunded: u64) {
     );
 }
 
+/// Counts a `RATELIMIT.ACQUIRE` answered.
+#[inline]
+pub(crate) fn record_acquire(granted: bool) {
+    if granted {
+        COUNTERS.acquired.increment();
+    } else {
+        COUNTERS.acquire_denied.increment();
+    }
+}
+
+/// Counts a `RATELIMIT.RELEASE` answered.
+#[inline]
+pub(crate) fn record_release(released: bool) {
+    COUNTERS.releases.increment();
+    if released {
+        COUNTERS.released.increment();
+    }
+}
+
 /// Counts a `RATELIMIT.RESET` answered with 0 or 1.
 #[inline]
 pub(crate) fn record_reset() {
@@ -186,6 +213,10 @@ pub(crate) fn clear() {
         &c.mcheck_dry_runs,
         &c.refunds,
         &c.refunded_units,
+        &c.acquired,
+        &c.acquire_denied,
+        &c.releases,
+        &c.released,
         &c.quota_calls,
         &c.resets,
         &c.errors,
@@ -240,12 +271,20 @@ pub struct Snapshot {
     pub refunds: u64,
     /// The units those refunds gave back.
     pub refunded_units: u64,
+    /// `RATELIMIT.ACQUIRE` calls that granted or renewed a lease.
+    pub acquired: u64,
+    /// `RATELIMIT.ACQUIRE` calls denied: every slot taken.
+    pub acquire_denied: u64,
+    /// `RATELIMIT.RELEASE` calls answered.
+    pub releases: u64,
+    /// Those that released a live lease.
+    pub released: u64,
     /// Per algorithm: FIXED, SLIDING, GCRA.
     pub by_algorithm: [AlgorithmSnapshot; 3],
 }
 
 /// The number of fields of [`Snapshot::fields`].
-pub const FIELD_COUNT: usize = 22;
+pub const FIELD_COUNT: usize = 26;
 
 impl Snapshot {
     /// Reads every counter.
@@ -270,6 +309,10 @@ impl Snapshot {
             mcheck_dry_runs: c.mcheck_dry_runs.get(),
             refunds: c.refunds.get(),
             refunded_units: c.refunded_units.get(),
+            acquired: c.acquired.get(),
+            acquire_denied: c.acquire_denied.get(),
+            releases: c.releases.get(),
+            released: c.released.get(),
             by_algorithm: [by_algorithm(0), by_algorithm(1), by_algorithm(2)],
         }
     }
@@ -277,7 +320,7 @@ impl Snapshot {
     /// The INFO fields in the order they are reported, named without the `ratelimit_` prefix
     /// that the server adds to every field of a module: `checks`, ..., `errors`, then
     /// `checks_fixed`, `allowed_fixed`, `denied_fixed`, and the same for `sliding` and `gcra`,
-    /// then `mchecks`, ..., `refunded_units`.
+    /// then `mchecks`, ..., `refunded_units`, `acquired`, ..., `released`.
     /// These names are a stable interface: scrapers and dashboards depend on them.
     pub fn fields(&self) -> [(&'static str, u64); FIELD_COUNT] {
         const PER_ALGORITHM: [[&str; 3]; 3] = [
@@ -308,6 +351,10 @@ impl Snapshot {
             ("mcheck_dry_runs", self.mcheck_dry_runs),
             ("refunds", self.refunds),
             ("refunded_units", self.refunded_units),
+            ("acquired", self.acquired),
+            ("acquire_denied", self.acquire_denied),
+            ("releases", self.releases),
+            ("released", self.released),
         ];
         let fields = global.into_iter().chain(per_algorithm).chain(version_2);
         for (slot, field) in out.iter_mut().zip(fields) {
@@ -366,6 +413,11 @@ mod tests {
         record_mcheck(true, true);
         record_refund(3);
         record_refund(0);
+        record_acquire(true);
+        record_acquire(false);
+        record_acquire(true);
+        record_release(true);
+        record_release(false);
 
         let s = Snapshot::take();
         let expected = Snapshot {
@@ -382,6 +434,10 @@ mod tests {
             mcheck_dry_runs: 1,
             refunds: 2,
             refunded_units: 3,
+            acquired: 2,
+            acquire_denied: 1,
+            releases: 2,
+            released: 1,
             by_algorithm: [
                 AlgorithmSnapshot {
                     checks: 5,
@@ -427,6 +483,10 @@ mod tests {
             mcheck_dry_runs: 20,
             refunds: 21,
             refunded_units: 22,
+            acquired: 23,
+            acquire_denied: 24,
+            releases: 25,
+            released: 26,
             by_algorithm: [
                 AlgorithmSnapshot {
                     checks: 8,
@@ -468,6 +528,10 @@ mod tests {
             ("mcheck_dry_runs", 20),
             ("refunds", 21),
             ("refunded_units", 22),
+            ("acquired", 23),
+            ("acquire_denied", 24),
+            ("releases", 25),
+            ("released", 26),
         ];
         assert_eq!(s.fields(), expected);
         for (name, _) in expected {

@@ -13,6 +13,8 @@ local commands = {
   mcheck = mcheck,
   refund = refund,
   reset = reset,
+  acquire = acquire,
+  release = release,
 }
 
 local name = ARGV[1]
@@ -21,6 +23,6 @@ if not command then
   -- Echoed as the module echoes arguments: printable ASCII only, at most 64 bytes.
   local echo = tostring(name):sub(1, 64):gsub('[^ -~]', '?')
   return { err = "ERR unknown ratelimit script command '" .. echo ..
-    "': expected check, quota, mcheck, refund or reset" }
+    "': expected check, quota, mcheck, refund, reset, acquire or release" }
 end
 return command(KEYS, ARGV)

@@ -952,6 +952,217 @@ async fn script_mcheck_matches_core_exactly() {
     assert!(requests > 1000 && admitted > 200 && requests - admitted > 200);
 }
 
+/// ACQUIRE and RELEASE: random sequences on the test clock, each reply compared with the
+/// in-memory model `ratelimit_core::lease::LeaseSet` (the local limiter's), and the sorted set and
+/// its expiry compared with the model's after every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn script_leases_match_the_model_exactly() {
+    let server = Server::start(false);
+    let seed = seed();
+    println!("RATELIMIT_SEED={seed}");
+    let mut tasks = Vec::new();
+    for worker in 0..4u64 {
+        let mut conn = server.con().await;
+        tasks.push(tokio::spawn(async move {
+            let script = exact_path_script();
+            let mut rng = Rng(seed ^ (worker * 0x1357_9bdf_2468_ace0));
+            let (mut granted, mut denied, mut released) = (0u64, 0u64, 0u64);
+            for sequence in 0..60 {
+                let key = format!("lease:{worker}:{sequence}");
+                let limit = rng.between(1, 4);
+                let mut now = server_now_us(&mut conn).await + 10_000_000;
+                let mut model = ratelimit_core::lease::LeaseSet::new();
+                let mut log = vec![format!("limit {limit}")];
+                for _ in 0..rng.between(1, 30) {
+                    let (short, long) = (rng.below(300_000), rng.below(3_000_000));
+                    now += rng.pick(&[0, 1, 999, 1000, short, long]);
+                    let id: Option<Vec<u8>> = match rng.below(3) {
+                        0 => None,
+                        _ => Some(format!("h{}", rng.below(6)).into_bytes()),
+                    };
+                    // The expiries the script writes are absolute, from the test clock: the
+                    // server must not expire them first, so the clock only moves forward.
+                    if rng.chance(70) {
+                        let lease_ms = rng.pick(&[1, 50, 300, 1000, 5000]);
+                        let (expected, expected_id) =
+                            model.acquire(limit, lease_ms, now, id.as_deref());
+                        let argv = vec![
+                            limit.to_string(),
+                            lease_ms.to_string(),
+                            id.as_ref()
+                                .map_or(String::new(), |i| String::from_utf8_lossy(i).into()),
+                        ];
+                        let reply =
+                            invoke_clock(&mut conn, &script, &key, "acquire", &argv, now).await;
+                        let redis::Value::Array(items) = reply else {
+                            panic!("not an array: {reply:?}")
+                        };
+                        log.push(format!("@{now} ACQUIRE {id:?} {lease_ms} -> {items:?}"));
+                        let context = log.join("\n");
+                        assert_eq!(
+                            integers(&redis::Value::Array(items[..5].to_vec())),
+                            decision_array(&expected),
+                            "{context}"
+                        );
+                        match (&items[5], expected_id) {
+                            (redis::Value::BulkString(got), Some(want)) => {
+                                assert_eq!(got, &want, "{context}");
+                                granted += 1;
+                            }
+                            (redis::Value::Nil, None) => denied += 1,
+                            (got, want) => panic!("id {got:?}, expected {want:?}\n{context}"),
+                        }
+                    } else {
+                        let id = id.unwrap_or_else(|| b"h0".to_vec());
+                        let expected = model.release(&id, now / 1000);
+                        let argv = vec![String::from_utf8_lossy(&id).into_owned()];
+                        let reply =
+                            invoke_clock(&mut conn, &script, &key, "release", &argv, now).await;
+                        log.push(format!("@{now} RELEASE {id:?} -> {reply:?}"));
+                        assert_eq!(
+                            reply,
+                            redis::Value::Int(i64::from(expected)),
+                            "{}",
+                            log.join("\n")
+                        );
+                        released += u64::from(expected);
+                    }
+                    // The set and the key's expiry, as the model holds them. Members expired at
+                    // the test clock may still be in both until the next command removes them.
+                    let stored: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-1)
+                        .arg("WITHSCORES")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    let mut want: Vec<(Vec<u8>, f64)> = model
+                        .leases(0)
+                        .map(|(i, e)| (i.to_vec(), e as f64))
+                        .collect();
+                    let mut got = stored.clone();
+                    got.sort_by(|a, b| a.0.cmp(&b.0));
+                    want.sort_by(|a, b| a.0.cmp(&b.0));
+                    assert_eq!(got, want, "{}", log.join("\n"));
+                    let (at, exact) = expire_time(&mut conn, &key).await;
+                    let want_at = model.expire_at_ms().map_or(-2, |e| e as i64);
+                    assert!(
+                        same_expiry(at, want_at, exact),
+                        "expiry {at} vs {want_at}\n{}",
+                        log.join("\n")
+                    );
+                }
+            }
+            (granted, denied, released)
+        }));
+    }
+    let (mut granted, mut denied, mut released) = (0, 0, 0);
+    for task in tasks {
+        match task.await {
+            Ok((g, d, r)) => {
+                granted += g;
+                denied += d;
+                released += r;
+            }
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+    println!("{granted} leases granted or renewed, {denied} denied, {released} released");
+    assert!(granted > 500 && denied > 100 && released > 50);
+}
+
+/// The script with `ARGV` after the command word, then the test clock only.
+async fn invoke_clock(
+    conn: &mut MultiplexedConnection,
+    script: &redis::Script,
+    key: &str,
+    command: &str,
+    argv: &[String],
+    now_us: u64,
+) -> redis::Value {
+    let mut invocation = script.prepare_invoke();
+    invocation.key(key).arg(command);
+    for arg in argv {
+        invocation.arg(arg);
+    }
+    invocation.arg(now_us);
+    invocation.invoke_async(conn).await.unwrap()
+}
+
+/// ACQUIRE and RELEASE through the module and the script on one server, with long leases and
+/// explicit IDs, so that their two clocks a few milliseconds apart cannot change a reply.
+#[tokio::test]
+async fn module_and_script_leases_agree_on_the_real_clock() {
+    let server = Server::start(true);
+    let mut conn = server.con().await;
+    let script = exact_path_script();
+    let mut rng = Rng(seed());
+    let mut compared = 0;
+    for round in 0..20 {
+        let (module_key, script_key) = (format!("ml:{round}"), format!("sl:{round}"));
+        let limit = rng.between(1, 4);
+        for _ in 0..20 {
+            let id = format!("h{}", rng.below(6));
+            if rng.chance(70) {
+                let module: redis::Value = redis::cmd("RATELIMIT.ACQUIRE")
+                    .arg(&module_key)
+                    .arg(limit)
+                    .arg("1h")
+                    .arg("ID")
+                    .arg(&id)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let script: redis::Value = script
+                    .key(&script_key)
+                    .arg("acquire")
+                    .arg(limit)
+                    .arg(3_600_000)
+                    .arg(&id)
+                    .invoke_async(&mut conn)
+                    .await
+                    .unwrap();
+                let (redis::Value::Array(m), redis::Value::Array(s)) = (&module, &script) else {
+                    panic!("{module:?} {script:?}")
+                };
+                // allowed, limit, remaining and the ID exactly; the times within 100 ms.
+                assert_eq!((&m[0], &m[1], &m[2], &m[5]), (&s[0], &s[1], &s[2], &s[5]));
+                for i in [3, 4] {
+                    let (redis::Value::Int(a), redis::Value::Int(b)) = (&m[i], &s[i]) else {
+                        panic!("{module:?} {script:?}")
+                    };
+                    assert!(a.abs_diff(*b) <= 100, "{module:?} {script:?}");
+                }
+            } else {
+                let module: i64 = redis::cmd("RATELIMIT.RELEASE")
+                    .arg(&module_key)
+                    .arg(&id)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let script: i64 = script
+                    .key(&script_key)
+                    .arg("release")
+                    .arg(&id)
+                    .invoke_async(&mut conn)
+                    .await
+                    .unwrap();
+                assert_eq!(module, script);
+            }
+            let members = |key: &str| redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).clone();
+            // As sets: two clocks a few ms apart can order equal scores differently.
+            let mut m: Vec<String> = members(&module_key).query_async(&mut conn).await.unwrap();
+            let mut s: Vec<String> = members(&script_key).query_async(&mut conn).await.unwrap();
+            m.sort();
+            s.sort();
+            assert_eq!(m, s);
+            compared += 1;
+        }
+    }
+    println!("{compared} lease requests compared");
+}
+
 // Module and script on the real clock -----------------------------------------------------------
 
 /// Configurations where a few milliseconds between the module's and the script's instants cannot

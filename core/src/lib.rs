@@ -13,6 +13,7 @@
 
 mod fixed;
 mod gcra;
+pub mod lease;
 mod limit;
 pub mod parse;
 mod sliding;

@@ -4,10 +4,12 @@
 //! replicates through [`crate::store`], and replies. It always replies by itself and returns
 //! [`RedisValue::NoReply`] to `redis_module`, so replies keep the same shape in RESP2 and RESP3.
 
+pub(crate) mod acquire;
 pub(crate) mod check;
 pub(crate) mod mcheck;
 pub(crate) mod quota;
 pub(crate) mod refund;
+pub(crate) mod release;
 pub(crate) mod reset;
 
 use crate::args::Command;
