@@ -24,7 +24,7 @@ use std::os::raw::c_int;
 pub const CATEGORY: &CStr = c"ratelimit";
 
 /// Each command with the existing categories its flags stand for.
-const COMMANDS: [(&CStr, &str); 7] = [
+const COMMANDS: [(&CStr, &str); 8] = [
     (c"ratelimit.acquire", "write fast"),
     (c"ratelimit.check", "write fast"),
     (c"ratelimit.mcheck", "write fast"),
@@ -32,6 +32,7 @@ const COMMANDS: [(&CStr, &str); 7] = [
     (c"ratelimit.refund", "write fast"),
     (c"ratelimit.release", "write fast"),
     (c"ratelimit.reset", "write fast"),
+    (c"ratelimit.top", "admin dangerous"),
 ];
 
 /// A line for the log. The load goes on either way: categories are a convenience, and the
@@ -58,7 +59,8 @@ pub(crate) fn register(ctx: &Context) -> Outcome {
         return Outcome::Done(
             "commands in no ACL category (RedisModule_SetCommandACLCategories not found): grant \
              +ratelimit.check +ratelimit.mcheck +ratelimit.quota +ratelimit.refund \
-             +ratelimit.reset +ratelimit.acquire +ratelimit.release by name"
+             +ratelimit.reset +ratelimit.acquire +ratelimit.release (and +ratelimit.top for \
+             administrators) by name"
                 .to_string(),
         );
     };
@@ -88,10 +90,12 @@ pub(crate) fn register(ctx: &Context) -> Outcome {
                 && unsafe { set_categories(command, categories.as_ptr()) }
                     == raw::REDISMODULE_OK as c_int
         };
-        if with_own_category && set(format!("{implied} {own}")) {
+        // RATELIMIT.TOP reveals key names: an administrator's command, not an application's.
+        let joins_own = with_own_category && !implied.contains("admin");
+        if joins_own && set(format!("{implied} {own}")) {
             continue;
         }
-        if with_own_category {
+        if joins_own {
             not_in_own.push(name.to_string_lossy());
         }
         if !set(implied.to_string()) {

@@ -35,6 +35,8 @@ pub enum Command {
     Acquire,
     /// `RATELIMIT.RELEASE`
     Release,
+    /// `RATELIMIT.TOP`
+    Top,
 }
 
 impl Command {
@@ -48,6 +50,7 @@ impl Command {
             Command::Refund => "ratelimit.refund",
             Command::Acquire => "ratelimit.acquire",
             Command::Release => "ratelimit.release",
+            Command::Top => "ratelimit.top",
         }
     }
 
@@ -61,6 +64,7 @@ impl Command {
             Command::Refund => "RATELIMIT.REFUND",
             Command::Acquire => "RATELIMIT.ACQUIRE",
             Command::Release => "RATELIMIT.RELEASE",
+            Command::Top => "RATELIMIT.TOP",
         }
     }
 }
@@ -158,6 +162,28 @@ pub fn parse_release<A: Deref<Target = [u8]>>(args: &[A]) -> Result<(&[u8], &[u8
     match args {
         [_, key, id] => Ok((key, parse_id(id)?)),
         _ => Err(Error::WrongArity(Command::Release)),
+    }
+}
+
+/// What `RATELIMIT.TOP` is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Top {
+    /// The `count` most denied keys.
+    Keys(usize),
+    /// Forget them all.
+    Reset,
+}
+
+/// Parses `RATELIMIT.TOP [count]` (count from 1 to 100,000, default 10) or
+/// `RATELIMIT.TOP RESET`.
+pub fn parse_top<A: Deref<Target = [u8]>>(args: &[A]) -> Result<Top, Error> {
+    match args {
+        [_] => Ok(Top::Keys(10)),
+        [_, word] if word.eq_ignore_ascii_case(b"RESET") => Ok(Top::Reset),
+        [_, count] => integer_in(count, 1, crate::top::MAX_CAPACITY as u64)
+            .map(|count| Top::Keys(count as usize))
+            .ok_or_else(|| Error::InvalidTopCount(Echo::new(count))),
+        _ => Err(Error::WrongArity(Command::Top)),
     }
 }
 

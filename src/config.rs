@@ -1,13 +1,14 @@
-//! The module's configuration: the algorithm used when a command names none.
+//! The module's configuration: the algorithm used when a command names none
+//! (`default-algorithm`), and the size of `RATELIMIT.TOP`'s summary (`top-keys`).
 //!
-//! It is set at load by the module arguments (`loadmodule .../libredis_ratelimit.so
-//! default-algorithm gcra`), parsed by the pure [`parse_module_args`]. Where the server has module
-//! configurations (Redis 7.0+, Valkey), it is also the config `ratelimit.default-algorithm`, read
-//! and changed with `CONFIG GET` and `CONFIG SET`; a `ratelimit.default-algorithm` directive in the
-//! server's configuration overrides the module argument. Elsewhere (Redis 6.2), only the module
-//! argument sets it.
+//! Both are set at load by the module arguments (`loadmodule .../libredis_ratelimit.so
+//! default-algorithm gcra top-keys 1000`), parsed by the pure [`parse_module_args`]. Where the
+//! server has module configurations (Redis 7.0+, Valkey), they are also the configs
+//! `ratelimit.default-algorithm` and `ratelimit.top-keys`, read and changed with `CONFIG GET` and
+//! `CONFIG SET`; a directive in the server's configuration overrides the module argument.
+//! Elsewhere (Redis 6.2), only the module arguments set them.
 //!
-//! The value lives in an `AtomicU8`, so the hot path reads it with one relaxed load, no lock.
+//! The values live in atomics, so the hot path reads them with one relaxed load, no lock.
 
 use crate::error::Echo;
 use ratelimit_core::Algorithm;
@@ -16,10 +17,13 @@ use std::ffi::CStr;
 use std::fmt;
 use std::ops::Deref;
 use std::os::raw::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 /// The argument's name, as a module argument; the config is `ratelimit.` followed by it.
 pub const DEFAULT_ALGORITHM: &str = "default-algorithm";
+
+/// The other argument's name: `RATELIMIT.TOP`'s capacity, 0 to turn it off.
+pub const TOP_KEYS: &str = "top-keys";
 
 /// The values of `default-algorithm`, in the order of their codes (see [`code`]). The config
 /// accepts them in any letter case and `CONFIG GET` answers them in lower case.
@@ -33,12 +37,15 @@ const CONFIG_VALUES: [&CStr; 3] = [c"fixed", c"sliding", c"gcra"];
 pub struct Settings {
     /// The algorithm of a `RATELIMIT.CHECK` or `RATELIMIT.QUOTA` without `ALGORITHM`.
     pub default_algorithm: Algorithm,
+    /// How many denied keys `RATELIMIT.TOP` tracks; 0 turns it off.
+    pub top_keys: usize,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
             default_algorithm: Algorithm::Fixed,
+            top_keys: crate::top::DEFAULT_CAPACITY,
         }
     }
 }
@@ -53,6 +60,8 @@ pub enum ArgumentError {
     MissingValue(&'static str),
     /// `default-algorithm` names none of the algorithms.
     InvalidAlgorithm(Echo),
+    /// `top-keys` is not an integer from 0 to 100,000.
+    InvalidTopKeys(Echo),
     /// An argument given twice; holds its name.
     Repeated(&'static str),
 }
@@ -60,16 +69,26 @@ pub enum ArgumentError {
 impl fmt::Display for ArgumentError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let expected = "fixed, sliding or gcra";
+        let max = crate::top::MAX_CAPACITY;
         match self {
             ArgumentError::Unknown(name) => write!(
                 f,
-                "unknown module argument '{name}': the only argument is \
-                 '{DEFAULT_ALGORITHM} <{}>'",
+                "unknown module argument '{name}': the arguments are \
+                 '{DEFAULT_ALGORITHM} <{}>' and '{TOP_KEYS} <0 to {max}>'",
                 ALGORITHM_NAMES.join("|")
+            ),
+            ArgumentError::MissingValue(name) if *name == TOP_KEYS => write!(
+                f,
+                "module argument '{name}' needs a value: an integer from 0 to {max}"
             ),
             ArgumentError::MissingValue(name) => {
                 write!(f, "module argument '{name}' needs a value: {expected}")
             }
+            ArgumentError::InvalidTopKeys(value) => write!(
+                f,
+                "invalid value '{value}' for module argument '{TOP_KEYS}': \
+                 expected an integer from 0 to {max}"
+            ),
             ArgumentError::InvalidAlgorithm(value) => write!(
                 f,
                 "invalid value '{value}' for module argument '{DEFAULT_ALGORITHM}': \
@@ -90,21 +109,29 @@ impl std::error::Error for ArgumentError {}
 /// repeated name.
 pub fn parse_module_args<A: Deref<Target = [u8]>>(args: &[A]) -> Result<Settings, ArgumentError> {
     let mut settings = Settings::default();
-    let mut seen = false;
+    let (mut seen_algorithm, mut seen_top) = (false, false);
     let mut rest = args.iter();
     while let Some(name) = rest.next() {
-        if !name.eq_ignore_ascii_case(DEFAULT_ALGORITHM.as_bytes()) {
+        let (argument, seen) = if name.eq_ignore_ascii_case(DEFAULT_ALGORITHM.as_bytes()) {
+            (DEFAULT_ALGORITHM, &mut seen_algorithm)
+        } else if name.eq_ignore_ascii_case(TOP_KEYS.as_bytes()) {
+            (TOP_KEYS, &mut seen_top)
+        } else {
             return Err(ArgumentError::Unknown(Echo::new(name)));
+        };
+        if std::mem::replace(seen, true) {
+            return Err(ArgumentError::Repeated(argument));
         }
-        if seen {
-            return Err(ArgumentError::Repeated(DEFAULT_ALGORITHM));
+        let value: &[u8] = rest.next().ok_or(ArgumentError::MissingValue(argument))?;
+        if argument == TOP_KEYS {
+            settings.top_keys =
+                ratelimit_core::parse::integer_in(value, 0, crate::top::MAX_CAPACITY as u64)
+                    .ok_or_else(|| ArgumentError::InvalidTopKeys(Echo::new(value)))?
+                    as usize;
+        } else {
+            settings.default_algorithm = Algorithm::parse(value)
+                .ok_or_else(|| ArgumentError::InvalidAlgorithm(Echo::new(value)))?;
         }
-        seen = true;
-        let value: &[u8] = rest
-            .next()
-            .ok_or(ArgumentError::MissingValue(DEFAULT_ALGORITHM))?;
-        settings.default_algorithm = Algorithm::parse(value)
-            .ok_or_else(|| ArgumentError::InvalidAlgorithm(Echo::new(value)))?;
     }
     Ok(settings)
 }
@@ -137,6 +164,20 @@ fn from_code(code: i64) -> Option<Algorithm> {
 static DEFAULT: AtomicU8 = AtomicU8::new(0);
 
 /// The algorithm of a command that names none.
+/// `top-keys`, read by every denial.
+static TOP_KEYS_VALUE: AtomicUsize = AtomicUsize::new(crate::top::DEFAULT_CAPACITY);
+
+/// The capacity of `RATELIMIT.TOP`'s summary; 0 when it is off.
+#[inline]
+pub(crate) fn top_keys() -> usize {
+    TOP_KEYS_VALUE.load(Relaxed)
+}
+
+fn set_top_keys(capacity: usize) {
+    TOP_KEYS_VALUE.store(capacity, Relaxed);
+    crate::top::resize(capacity);
+}
+
 #[inline]
 pub(crate) fn default_algorithm() -> Algorithm {
     from_code(i64::from(DEFAULT.load(Relaxed))).unwrap_or(Algorithm::Fixed)
@@ -153,13 +194,20 @@ fn set_default_algorithm(algorithm: Algorithm) {
 pub(crate) fn load<A: Deref<Target = [u8]>>(ctx: &Context, args: &[A]) -> Result<String, String> {
     let settings = parse_module_args(args).map_err(|e| e.to_string())?;
     set_default_algorithm(settings.default_algorithm);
-    // SAFETY: copies a function pointer filled in by RedisModule_Init, to test it.
-    let register = unsafe { raw::RedisModule_RegisterEnumConfig };
-    let Some(register) = register else {
+    set_top_keys(settings.top_keys);
+    // SAFETY: copies function pointers filled in by RedisModule_Init, to test them.
+    let (register, register_numeric) = unsafe {
+        (
+            raw::RedisModule_RegisterEnumConfig,
+            raw::RedisModule_RegisterNumericConfig,
+        )
+    };
+    let (Some(register), Some(register_numeric)) = (register, register_numeric) else {
         return Ok(format!(
-            "default algorithm {}; no CONFIG ratelimit.{DEFAULT_ALGORITHM} \
-             (RedisModule_RegisterEnumConfig not found), only the module argument sets it",
-            value_name(default_algorithm())
+            "default algorithm {}, top-keys {}; no CONFIG ratelimit.* \
+             (RedisModule_RegisterEnumConfig not found), only the module arguments set them",
+            value_name(default_algorithm()),
+            top_keys()
         ));
     };
     let name = c"default-algorithm";
@@ -187,6 +235,26 @@ pub(crate) fn load<A: Deref<Target = [u8]>>(ctx: &Context, args: &[A]) -> Result
             "could not register the config ratelimit.{DEFAULT_ALGORITHM}"
         ));
     }
+    // SAFETY: as above, with the numeric config's signatures.
+    let registered = unsafe {
+        register_numeric(
+            ctx.ctx,
+            c"top-keys".as_ptr(),
+            settings.top_keys as std::os::raw::c_longlong,
+            raw::REDISMODULE_CONFIG_DEFAULT,
+            0,
+            crate::top::MAX_CAPACITY as std::os::raw::c_longlong,
+            Some(get_top_keys),
+            Some(set_top_keys_config),
+            None,
+            std::ptr::null_mut(),
+        )
+    };
+    if registered != raw::REDISMODULE_OK as c_int {
+        return Err(format!(
+            "could not register the config ratelimit.{TOP_KEYS}"
+        ));
+    }
     // SAFETY: RedisModule_LoadConfigs exists wherever RegisterEnumConfig does (both 7.0).
     let loaded = unsafe {
         match raw::RedisModule_LoadConfigs {
@@ -196,14 +264,36 @@ pub(crate) fn load<A: Deref<Target = [u8]>>(ctx: &Context, args: &[A]) -> Result
     };
     if loaded != raw::REDISMODULE_OK as c_int {
         return Err(format!(
-            "invalid ratelimit.{DEFAULT_ALGORITHM} in the server's configuration: \
-             expected fixed, sliding or gcra"
+            "invalid ratelimit.{DEFAULT_ALGORITHM} or ratelimit.{TOP_KEYS} in the server's \
+             configuration: expected fixed, sliding or gcra, and an integer from 0 to {}",
+            crate::top::MAX_CAPACITY
         ));
     }
     Ok(format!(
-        "default algorithm {}; CONFIG GET/SET ratelimit.{DEFAULT_ALGORITHM} available",
-        value_name(default_algorithm())
+        "default algorithm {}, top-keys {}; CONFIG GET/SET ratelimit.{DEFAULT_ALGORITHM} and \
+         ratelimit.{TOP_KEYS} available",
+        value_name(default_algorithm()),
+        top_keys()
     ))
+}
+
+/// The numeric config's getter: `top-keys`.
+unsafe extern "C" fn get_top_keys(
+    _name: *const c_char,
+    _privdata: *mut c_void,
+) -> std::os::raw::c_longlong {
+    top_keys() as std::os::raw::c_longlong
+}
+
+/// The numeric config's setter; the server checks the bounds (0 to `MAX_CAPACITY`).
+unsafe extern "C" fn set_top_keys_config(
+    _name: *const c_char,
+    value: std::os::raw::c_longlong,
+    _privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    set_top_keys(usize::try_from(value).unwrap_or(0));
+    raw::REDISMODULE_OK as c_int
 }
 
 /// The enum config's getter: the current default algorithm's code.
@@ -254,6 +344,18 @@ mod tests {
     }
 
     #[test]
+    fn top_keys_sets_the_summary_size() {
+        assert_eq!(parse("top-keys 0").unwrap().top_keys, 0);
+        assert_eq!(parse("TOP-KEYS 100000").unwrap().top_keys, 100_000);
+        let both = parse("top-keys 7 default-algorithm gcra").unwrap();
+        assert_eq!(
+            (both.top_keys, both.default_algorithm),
+            (7, Algorithm::Gcra)
+        );
+        assert_eq!(parse("").unwrap().top_keys, crate::top::DEFAULT_CAPACITY);
+    }
+
+    #[test]
     fn no_arguments_give_fixed() {
         assert_eq!(parse(""), Ok(Settings::default()));
         assert_eq!(algorithm(""), Algorithm::Fixed);
@@ -281,13 +383,26 @@ mod tests {
             ),
             (
                 "default-algo gcra",
-                "unknown module argument 'default-algo': the only argument is \
-                 'default-algorithm <fixed|sliding|gcra>'",
+                "unknown module argument 'default-algo': the arguments are \
+                 'default-algorithm <fixed|sliding|gcra>' and 'top-keys <0 to 100000>'",
             ),
             (
                 "gcra",
-                "unknown module argument 'gcra': the only argument is \
-                 'default-algorithm <fixed|sliding|gcra>'",
+                "unknown module argument 'gcra': the arguments are \
+                 'default-algorithm <fixed|sliding|gcra>' and 'top-keys <0 to 100000>'",
+            ),
+            (
+                "top-keys",
+                "module argument 'top-keys' needs a value: an integer from 0 to 100000",
+            ),
+            (
+                "top-keys 100001",
+                "invalid value '100001' for module argument 'top-keys': expected an integer \
+                 from 0 to 100000",
+            ),
+            (
+                "top-keys 10 TOP-KEYS 20",
+                "module argument 'top-keys' given more than once",
             ),
             (
                 "default-algorithm gcra default-algorithm fixed",
@@ -295,8 +410,8 @@ mod tests {
             ),
             (
                 "default-algorithm gcra extra",
-                "unknown module argument 'extra': the only argument is \
-                 'default-algorithm <fixed|sliding|gcra>'",
+                "unknown module argument 'extra': the arguments are \
+                 'default-algorithm <fixed|sliding|gcra>' and 'top-keys <0 to 100000>'",
             ),
         ];
         for (line, expected) in cases {

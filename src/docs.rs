@@ -90,6 +90,8 @@ const WITHWINDOW: Arg = Arg {
 /// What a command does with its keys, for its key spec.
 #[derive(Clone, Copy)]
 enum Keys {
+    /// No key.
+    None,
     /// One key at position 1.
     One(u64),
     /// `numkeys` at position 1, then that many keys.
@@ -113,7 +115,7 @@ const READ_WRITE: u64 = (raw::REDISMODULE_CMD_KEY_RW
     | raw::REDISMODULE_CMD_KEY_ACCESS
     | raw::REDISMODULE_CMD_KEY_UPDATE) as u64;
 
-const DOCS: [Doc; 7] = [
+const DOCS: [Doc; 8] = [
     Doc {
         name: c"ratelimit.check",
         summary:
@@ -215,6 +217,20 @@ const DOCS: [Doc; 7] = [
         args: &[KEY, arg(c"id", Kind::String)],
     },
     Doc {
+        name: c"ratelimit.top",
+        summary: c"Lists the keys this node denied most often, or forgets them",
+        complexity: c"O(M log M) where M is the top-keys setting",
+        since: c"2.0.0",
+        history: &[],
+        arity: -1,
+        keys: Keys::None,
+        args: &[Arg {
+            flags: OPTIONAL,
+            subargs: &[arg(c"count", Kind::Integer), token(c"reset", c"RESET")],
+            ..arg(c"what", Kind::OneOf)
+        }],
+    },
+    Doc {
         name: c"ratelimit.reset",
         summary: c"Deletes a rate limiter's state",
         complexity: c"O(1)",
@@ -278,6 +294,17 @@ static VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfo
 impl Storage {
     fn info(&mut self, doc: &Doc) -> raw::RedisModuleCommandInfo {
         let (flags, find_keys_type, fk) = match doc.keys {
+            Keys::None => (
+                0,
+                0,
+                raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
+                    range: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
+                        lastkey: 0,
+                        keystep: 0,
+                        limit: 0,
+                    },
+                },
+            ),
             Keys::One(flags) => (
                 flags,
                 raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
@@ -301,6 +328,8 @@ impl Storage {
                 },
             ),
         };
+        // SAFETY: the terminator: an all-zero spec (null pointers, zero numbers) is valid.
+        let terminator: raw::RedisModuleCommandKeySpec = unsafe { std::mem::zeroed() };
         self.key_specs = vec![
             raw::RedisModuleCommandKeySpec {
                 notes: ptr::null(),
@@ -313,9 +342,11 @@ impl Storage {
                 find_keys_type,
                 fk,
             },
-            // SAFETY: the terminator: an all-zero spec (null pointers, zero numbers) is valid.
-            unsafe { std::mem::zeroed() },
+            terminator,
         ];
+        if matches!(doc.keys, Keys::None) {
+            self.key_specs = vec![terminator];
+        }
         self.history = doc
             .history
             .iter()
@@ -341,7 +372,11 @@ impl Storage {
             },
             tips: ptr::null(),
             arity: doc.arity,
-            key_specs: self.key_specs.as_mut_ptr(),
+            key_specs: if matches!(doc.keys, Keys::None) {
+                ptr::null_mut()
+            } else {
+                self.key_specs.as_mut_ptr()
+            },
             args,
         }
     }

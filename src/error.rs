@@ -105,6 +105,8 @@ pub enum Error {
     LeaseOutOfRange(Echo),
     /// A lease ID that is empty or longer than 128 bytes.
     InvalidId(Echo),
+    /// `count` of `RATELIMIT.TOP` is not an integer from 1 to 100,000.
+    InvalidTopCount(Echo),
     /// A write called from a script that Redis 6.2 replicates verbatim
     /// (`lua-replicate-commands no`): replicas and the AOF would decide again on their own
     /// clocks.
@@ -217,6 +219,11 @@ impl fmt::Display for Error {
             Error::InvalidId(text) => write!(
                 f,
                 "ERR invalid lease ID '{text}': expected 1 to {MAX_ID_LEN} bytes"
+            ),
+            Error::InvalidTopCount(text) => write!(
+                f,
+                "ERR invalid count '{text}': expected an integer from 1 to {}, or RESET",
+                crate::top::MAX_CAPACITY
             ),
             Error::VerbatimScript(command) => write!(
                 f,
@@ -367,6 +374,10 @@ mod tests {
             (
                 Error::WrongArity(Command::Acquire),
                 "ERR wrong number of arguments for 'ratelimit.acquire' command",
+            ),
+            (
+                Error::InvalidTopCount(e(b"0")),
+                "ERR invalid count '0': expected an integer from 1 to 100000, or RESET",
             ),
             (
                 Error::VerbatimScript(Command::Check),

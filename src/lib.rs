@@ -16,6 +16,7 @@ mod leases;
 mod log;
 mod stats;
 mod store;
+pub mod top;
 
 use redis_module::{Context, InfoContext, RedisResult, RedisString, Status};
 
@@ -49,6 +50,11 @@ fn ratelimit_acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// RATELIMIT.RELEASE key id
 fn ratelimit_release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     commands::release::run(ctx, &args)
+}
+
+/// RATELIMIT.TOP [count] | RATELIMIT.TOP RESET
+fn ratelimit_top(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    commands::top::run(ctx, &args)
 }
 
 /// RATELIMIT.RESET key
@@ -103,7 +109,11 @@ fn deinit(ctx: &Context) -> Status {
 /// INFO ratelimit: the counters and the configuration.
 fn info(ctx: &InfoContext, _for_crash_report: bool) {
     // Fails only on a duplicate field name, which the unit tests of `stats` rule out.
-    let _ = stats::report(ctx, config::value_name(config::default_algorithm()));
+    let _ = stats::report(
+        ctx,
+        config::value_name(config::default_algorithm()),
+        config::top_keys(),
+    );
 }
 
 /// The entry points `RedisModule_OnLoad` and `RedisModule_OnUnload` and the global allocator,
@@ -112,7 +122,7 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) {
 mod entry {
     use super::{
         deinit, info, init, ratelimit_acquire, ratelimit_check, ratelimit_mcheck, ratelimit_quota,
-        ratelimit_refund, ratelimit_release, ratelimit_reset,
+        ratelimit_refund, ratelimit_release, ratelimit_reset, ratelimit_top,
     };
     // `info:`'s expansion names these two unqualified.
     use redis_module::{redis_module, InfoContext, RedisResult};
@@ -154,6 +164,7 @@ mod entry {
             ["ratelimit.reset", ratelimit_reset, "write fast", 1, 1, 1, ""],
             ["ratelimit.acquire", ratelimit_acquire, "write deny-oom fast", 1, 1, 1, ""],
             ["ratelimit.release", ratelimit_release, "write deny-oom fast", 1, 1, 1, ""],
+            ["ratelimit.top", ratelimit_top, "admin fast", 0, 0, 0, ""],
         ],
     }
 }

@@ -365,10 +365,15 @@ impl Snapshot {
 }
 
 /// Adds the module's INFO sections: `# ratelimit`, the counters (see [`Snapshot::fields`]), and
-/// `# ratelimit_config`, the field `default_algorithm` (`fixed`, `sliding` or `gcra`). The
+/// `# ratelimit_config`, the fields `default_algorithm` (`fixed`, `sliding` or `gcra`) and
+/// `top_keys` (the size of `RATELIMIT.TOP`'s summary). The
 /// server prefixes every field with `ratelimit_` and leaves out the sections not asked for.
 /// Fails only on a duplicate field name, which the unit tests rule out.
-pub(crate) fn report(ctx: &InfoContext, default_algorithm: &str) -> RedisResult<()> {
+pub(crate) fn report(
+    ctx: &InfoContext,
+    default_algorithm: &str,
+    top_keys: usize,
+) -> RedisResult<()> {
     let mut counters = ctx.builder().add_section("");
     for (name, value) in Snapshot::take().fields() {
         counters = counters.field(name, value)?;
@@ -377,6 +382,7 @@ pub(crate) fn report(ctx: &InfoContext, default_algorithm: &str) -> RedisResult<
         .build_section()?
         .add_section("config")
         .field("default_algorithm", default_algorithm)?
+        .field("top_keys", top_keys.to_string())?
         .build_section()?
         .build_info()?;
     Ok(())

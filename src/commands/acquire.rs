@@ -22,7 +22,10 @@ pub(crate) fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
         let live = key.live(request.id);
         let acquired = lease::acquire(request.limit, request.lease_ms, clock.now_ms, live);
         let id = match acquired.grant {
-            None => None,
+            None => {
+                crate::top::record(request.key);
+                None
+            }
             Some(grant) => {
                 let id = match (grant, request.id) {
                     (Grant::Renewed, Some(id)) | (Grant::New, Some(id)) => id.to_vec(),

@@ -30,6 +30,9 @@ pub(crate) fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
         )?;
         if !request.dry_run {
             key.apply(&outcome.change, clock.now_ms)?;
+            if !outcome.decision.allowed && !request.force {
+                crate::top::record(request.key);
+            }
         }
         stats::record_check(
             request.limit.algorithm(),

@@ -50,8 +50,11 @@ pub(crate) fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
             .collect();
         let all = ratelimit_core::decide_all(&policies, clock.now_us, request.force)?;
         if !request.dry_run {
-            for (key, outcome) in keys.iter().zip(&all.outcomes) {
+            for ((key, name), outcome) in keys.iter().zip(names).zip(&all.outcomes) {
                 key.apply(&outcome.change, clock.now_ms)?;
+                if !outcome.decision.allowed && !request.force {
+                    crate::top::record(name);
+                }
             }
         }
         stats::record_mcheck(request.dry_run, all.allowed);

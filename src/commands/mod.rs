@@ -11,6 +11,7 @@ pub(crate) mod quota;
 pub(crate) mod refund;
 pub(crate) mod release;
 pub(crate) mod reset;
+pub(crate) mod top;
 
 use crate::args::Command;
 use crate::error::Error;
