@@ -1,6 +1,6 @@
 # Build, run and test the redis-ratelimit module.
 #
-#   make deps    install missing system packages (libclang-dev, redis-server, redis-tools)
+#   make deps    install missing system packages (libclang-dev, redis-server, redis-tools, valgrind)
 #   make build   build the module: target/release/libredis_ratelimit.so
 #   make run     build, then run Redis in the foreground with the module (PORT=6380 make run)
 #   make test    build, then run every test of the workspace (release profile)
@@ -58,12 +58,13 @@ deps:
 	command -v redis-server >/dev/null 2>&1  || missing="$$missing redis-server"; \
 	{ command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1; } \
 	                                         || missing="$$missing redis-tools"; \
+	command -v valgrind >/dev/null 2>&1      || missing="$$missing valgrind"; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		$(SUDO) apt-get update && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	else \
-		echo "deps: libclang-dev, redis-server and redis-tools are installed"; \
+		echo "deps: libclang-dev, redis-server, redis-tools and valgrind are installed"; \
 	fi
 	@command -v $(CARGO) >/dev/null 2>&1 || { echo "deps: $(CARGO) not found; install Rust with rustup" >&2; exit 1; }
 
