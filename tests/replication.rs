@@ -329,6 +329,9 @@ fn denied_requests_and_dry_runs_replicate_nothing() {
     );
 }
 
+/// QUOTA, read-only, answers on a replica what it answers on the master: the standing, with
+/// nothing spent, and for a request of COST n. Every command that may write (DRYRUN ones
+/// included: the flag is the command's, not the call's) is refused there with READONLY.
 #[test]
 fn quota_runs_on_a_replica_and_writes_are_refused_there() {
     skip_if_external!("needs a replica");
@@ -345,11 +348,29 @@ fn quota_runs_on_a_replica_and_writes_are_refused_there() {
         let from_master = quota(&mut on_master, &args);
         let from_replica = quota(&mut on_replica, &args);
         assert_same_decision(&from_master, &from_replica, elapsed_ms(start), algorithm);
+        // The standing: 5 - 2 spent, nothing spent by asking.
         assert_eq!(
-            (from_replica.allowed, from_replica.remaining),
-            (1, 2),
+            (
+                from_replica.allowed,
+                from_replica.limit,
+                from_replica.remaining
+            ),
+            (1, 5, 3),
             "{from_replica:?}"
         );
+        assert!(from_replica.reset_after > 0, "{from_replica:?}");
+        let mut with_cost = args.to_vec();
+        with_cost.extend(["COST", "3"]);
+        let fits = quota(&mut on_replica, &with_cost);
+        assert_eq!((fits.allowed, fits.remaining), (1, 3), "{fits:?}");
+        with_cost[6] = "4";
+        let too_much = quota(&mut on_replica, &with_cost);
+        assert_eq!(
+            (too_much.allowed, too_much.remaining),
+            (0, 3),
+            "{too_much:?}"
+        );
+        assert!(too_much.retry_after > 0, "{too_much:?}");
 
         let mut dry = vec!["RATELIMIT.CHECK"];
         dry.extend_from_slice(&args);
@@ -365,6 +386,27 @@ fn quota_runs_on_a_replica_and_writes_are_refused_there() {
                 algorithm,
             ],
             vec!["RATELIMIT.RESET", key.as_str()],
+            vec![
+                "RATELIMIT.REFUND",
+                key.as_str(),
+                "5",
+                "1h",
+                "ALGORITHM",
+                algorithm,
+                "COST",
+                "1",
+            ],
+            vec![
+                "RATELIMIT.MCHECK",
+                "1",
+                key.as_str(),
+                "LIMIT",
+                "5",
+                "1h",
+                "ALGORITHM",
+                algorithm,
+                "DRYRUN",
+            ],
         ] {
             let error = expect_error(&mut on_replica, &command);
             assert!(
