@@ -551,3 +551,17 @@ pub fn refund<C: redis::ConnectionLike, S: AsRef<str>>(con: &mut C, args: &[S]) 
         .try_into()
         .unwrap_or_else(|v| panic!("{}: expected five integers, got {v:?}", full.join(" ")))
 }
+
+/// Every file under `dir`, concatenated (an AOF directory, say).
+pub fn read_dir_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(read_dir_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
