@@ -821,10 +821,10 @@ fn every_command_has_docs_and_redis_cli_help_shows_them() {
             "{command}: {flag} in {specs:?}"
         );
 
-        let port = server.port().to_string();
+        let url = server.url();
         let name = command.to_ascii_uppercase();
         let output = Command::new(cli_binary())
-            .args(["-p", port.as_str(), "HELP", name.as_str()])
+            .args(["-u", url.as_str(), "HELP", name.as_str()])
             .output()
             .expect("run redis-cli");
         let printed = String::from_utf8_lossy(&output.stdout);
