@@ -62,7 +62,7 @@ fn assert_is_the_standing(con: &mut redis::Connection, reply: [i64; 5], config: 
 #[test]
 fn a_fixed_refund_to_a_window_that_ended_changes_nothing() {
     let (_server, mut con, has_pexpiretime) = setup();
-    let config = ["f", "3", "200ms"];
+    let config = ["f", "3", "500ms"];
     let with = |extra: &[&str]| args(&config, extra);
     let first = check_with_window(&mut con, with(&["COST", "2"]));
     let old_window = first[5];
@@ -112,8 +112,8 @@ fn a_fixed_refund_to_a_window_that_ended_changes_nothing() {
 #[test]
 fn a_sliding_refund_reaches_the_previous_window_but_not_an_older_one() {
     let (_server, mut con, has_pexpiretime) = setup();
-    let period: u64 = 200;
-    let config = ["s", "3", "200ms", "ALGORITHM", "SLIDING"];
+    let period: u64 = 300;
+    let config = ["s", "3", "300ms", "ALGORITHM", "SLIDING"];
     let with = |extra: &[&str]| args(&config, extra);
     let spent = check_with_window(&mut con, with(&["COST", "2"]));
     let window = spent[5] as u64;
