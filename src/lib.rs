@@ -75,6 +75,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         Ok(configured) => configured,
         Err(reason) => {
             log::warning(ctx, &format!("redis-ratelimit not loaded: {reason}"));
+            release_detached_context();
             return Status::Err;
         }
     };
@@ -90,6 +91,32 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         acl::Outcome::Warning(line) => log::warning(ctx, &format!("redis-ratelimit: {line}")),
     }
     Status::Ok
+}
+
+/// Frees the thread-safe context that `redis_module!` detached before calling [`init`]
+/// (`MODULE_CONTEXT`, a context with a client of its own: about 17 KB). The module never uses
+/// it, and after a failed load the server unloads the module's code, so nothing could ever free
+/// it: each failed `MODULE LOAD` would leak it.
+fn release_detached_context() {
+    use redis_module::{raw, DetachedContext, MODULE_CONTEXT};
+    use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+    // `DetachedContext`'s one field, the context pointer, is private to redis_module (pinned at
+    // 2.0.8). It is read in place: the struct has no other field and is that field's size, so
+    // the field is at offset 0.
+    const _: () = assert!(
+        std::mem::size_of::<DetachedContext>()
+            == std::mem::size_of::<AtomicPtr<raw::RedisModuleCtx>>()
+    );
+    // SAFETY: see above; the static lives as long as the module's code.
+    let slot =
+        unsafe { &*std::ptr::from_ref(&MODULE_CONTEXT).cast::<AtomicPtr<raw::RedisModuleCtx>>() };
+    let detached = slot.swap(std::ptr::null_mut(), Relaxed);
+    // SAFETY: a context from RedisModule_GetDetachedThreadSafeContext, freed once (swapped out).
+    unsafe {
+        if let (false, Some(free)) = (detached.is_null(), raw::RedisModule_FreeThreadSafeContext) {
+            free(detached);
+        }
+    }
 }
 
 /// Refuses `MODULE UNLOAD`, with the reason in the log. A server runs a module's command after

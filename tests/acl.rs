@@ -8,7 +8,13 @@ mod common;
 use common::*;
 use redis::Value;
 
-const COMMANDS: [&str; 3] = ["ratelimit.check", "ratelimit.quota", "ratelimit.reset"];
+const COMMANDS: [&str; 5] = [
+    "ratelimit.check",
+    "ratelimit.mcheck",
+    "ratelimit.quota",
+    "ratelimit.refund",
+    "ratelimit.reset",
+];
 
 /// The commands of the module in `ACL CAT category`, sorted; `None` when the server does not
 /// know the category.
@@ -50,17 +56,20 @@ fn is_noperm(reply: &Value) -> bool {
     error_text(reply).is_some_and(|e| e.starts_with("NOPERM"))
 }
 
-/// Each command once on `key`: the replies of CHECK, QUOTA and RESET.
-fn each_command(con: &mut redis::Connection, key: &str) -> [Value; 3] {
+/// Each command once on `key`, in the order of [`COMMANDS`]: the replies of CHECK, MCHECK,
+/// QUOTA, REFUND and RESET.
+fn each_command(con: &mut redis::Connection, key: &str) -> [Value; 5] {
     [
         call(con, &["RATELIMIT.CHECK", key, "5", "1h"]),
+        call(con, &["RATELIMIT.MCHECK", "1", key, "LIMIT", "5", "1h"]),
         call(con, &["RATELIMIT.QUOTA", key, "5", "1h"]),
+        call(con, &["RATELIMIT.REFUND", key, "5", "1h", "COST", "1"]),
         call(con, &["RATELIMIT.RESET", key]),
     ]
 }
 
-/// Asserts that `con` may run the three commands on `allowed_key` and gets NOPERM on
-/// `other_key` from each of them.
+/// Asserts that `con` may run every command on `allowed_key` and gets NOPERM on `other_key`
+/// from each of them.
 fn assert_key_pattern_applies(con: &mut redis::Connection, allowed_key: &str, other_key: &str) {
     for (reply, command) in each_command(con, allowed_key).iter().zip(COMMANDS) {
         assert!(
@@ -84,7 +93,9 @@ fn key_patterns_apply_to_every_command() {
         "limiter",
         &[
             "+ratelimit.check",
+            "+ratelimit.mcheck",
             "+ratelimit.quota",
+            "+ratelimit.refund",
             "+ratelimit.reset",
             "~rl:*",
         ],
@@ -98,7 +109,9 @@ fn key_patterns_apply_to_every_command() {
     let info = info_fields(&mut admin, &["ratelimit"]);
     assert_eq!(info["ratelimit_errors"], "0", "{info:?}");
     assert_eq!(info["ratelimit_checks"], "1", "{info:?}");
+    assert_eq!(info["ratelimit_mchecks"], "1", "{info:?}");
     assert_eq!(info["ratelimit_quota_calls"], "1", "{info:?}");
+    assert_eq!(info["ratelimit_refunds"], "1", "{info:?}");
     assert_eq!(info["ratelimit_resets"], "1", "{info:?}");
 }
 
@@ -120,29 +133,39 @@ fn the_commands_join_the_categories_their_flags_stand_for() {
              grant and deny the commands by name",
         );
         assert!(!has_own, "@ratelimit exists, so categories can be set");
-        let [check, quota, reset] = each_command(&mut con, "k");
-        for reply in [check, quota, reset] {
+        for reply in each_command(&mut con, "k") {
             assert!(error_text(&reply).is_none(), "{reply:?}");
         }
         return;
     }
-    assert_eq!(write, ["ratelimit.check", "ratelimit.reset"]);
+    assert_eq!(
+        write,
+        [
+            "ratelimit.check",
+            "ratelimit.mcheck",
+            "ratelimit.refund",
+            "ratelimit.reset"
+        ]
+    );
     assert_eq!(read, ["ratelimit.quota"]);
     assert_eq!(fast, COMMANDS);
-    let [check, quota, reset] = each_command(&mut con, "k");
-    assert!(is_noperm(&check), "-@write: {check:?}");
-    assert!(error_text(&quota).is_none(), "-@write: {quota:?}");
-    assert!(is_noperm(&reset), "-@write: {reset:?}");
+    for (reply, command) in each_command(&mut con, "k").iter().zip(COMMANDS) {
+        if command == "ratelimit.quota" {
+            assert!(error_text(reply).is_none(), "-@write, {command}: {reply:?}");
+        } else {
+            assert!(is_noperm(reply), "-@write, {command}: {reply:?}");
+        }
+    }
 }
 
 #[test]
-fn the_ratelimit_category_grants_exactly_the_three_commands() {
+fn the_ratelimit_category_grants_exactly_the_modules_commands() {
     let server = Server::start();
     let mut admin = server.con();
     if !categories(&mut admin).iter().any(|c| c == "ratelimit") {
         note(
             "skipped: ACL CAT does not list ratelimit (no RedisModule_AddACLCategory on \
-             this server); grant +ratelimit.check +ratelimit.quota +ratelimit.reset by name",
+             this server); grant the commands by name",
         );
         let reply = call(
             &mut admin,
@@ -157,7 +180,11 @@ fn the_ratelimit_category_grants_exactly_the_three_commands() {
         .arg("ratelimit")
         .query(&mut admin)
         .unwrap();
-    assert_eq!(all.len(), 3, "only the module's commands: {all:?}");
+    assert_eq!(
+        all.len(),
+        COMMANDS.len(),
+        "only the module's commands: {all:?}"
+    );
 
     set_user(&mut admin, "u", &["+@ratelimit", "~rl:*"]);
     let mut con = login(&server, "u");
@@ -170,4 +197,49 @@ fn the_ratelimit_category_grants_exactly_the_three_commands() {
         assert!(is_noperm(reply), "-@ratelimit, {command}: {reply:?}");
     }
     assert_eq!(call(&mut con, &["GET", "rl:a"]), Value::Nil);
+}
+
+/// Issue 10: MCHECK has several keys, and an ACL key pattern applies to each of them, on every
+/// server (6.2 finds them through the module's getkeys-api, 7.0+ through its key specs): a user
+/// with `~rl:*` may MCHECK `rl:a rl:b` but not `rl:a other:b`, whichever position the foreign
+/// key has, dry run or not; and a refused MCHECK spends nothing under its allowed keys.
+#[test]
+fn key_patterns_apply_to_each_key_of_mcheck() {
+    let server = Server::start();
+    let mut admin = server.con();
+    set_user(&mut admin, "multi", &["+ratelimit.mcheck", "~rl:*"]);
+    let mut con = login(&server, "multi");
+    let mcheck = |con: &mut redis::Connection, keys: &[&str], extra: &[&str]| -> Value {
+        let count = keys.len().to_string();
+        let mut args = vec!["RATELIMIT.MCHECK", count.as_str()];
+        args.extend_from_slice(keys);
+        for _ in keys {
+            args.extend(["LIMIT", "5", "1h"]);
+        }
+        args.extend_from_slice(extra);
+        call(con, &args)
+    };
+    let allowed = mcheck(&mut con, &["rl:a", "rl:b"], &[]);
+    assert!(error_text(&allowed).is_none(), "{allowed:?}");
+    for keys in [
+        &["rl:a", "other:b"][..],
+        &["other:a", "rl:b"],
+        &["rl:a", "rl:b", "other:c"],
+        &["rl:a", "rl:b", "other:c", "rl:d"],
+    ] {
+        for extra in [&[][..], &["DRYRUN"], &["FORCE", "WITHWINDOW"]] {
+            let reply = mcheck(&mut con, keys, extra);
+            assert!(is_noperm(&reply), "MCHECK {keys:?} {extra:?}: {reply:?}");
+        }
+    }
+    for key in ["rl:a", "rl:b"] {
+        assert_eq!(
+            get_text(&mut admin, key),
+            "1",
+            "{key}: only the allowed MCHECK spent"
+        );
+    }
+    for key in ["other:a", "other:b", "other:c", "rl:d"] {
+        assert!(!exists(&mut admin, key), "{key} was written");
+    }
 }

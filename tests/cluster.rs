@@ -1,7 +1,8 @@
 //! Redis Cluster: three masters with one replica each, the module loaded on every node. Every
-//! command has exactly one key, so a cluster client routes it like a `GET`: a limiter's state
-//! lives only on the master that owns its slot (and on that master's replica), and goes with
-//! the slot when the slot moves.
+//! command but MCHECK has exactly one key, so a cluster client routes it like a `GET`: a
+//! limiter's state lives only on the master that owns its slot (and on that master's replica),
+//! and goes with the slot when the slot moves. MCHECK's keys must share a slot (a hash tag), as
+//! a multi-key core command's do.
 
 mod common;
 
@@ -121,7 +122,12 @@ fn contains_run(haystack: &[String], needle: &[&str]) -> bool {
 /// every server, and as a key spec where the server has key specs (Redis 7.0+, Valkey), found by
 /// the reply's shape, not the version.
 fn assert_key_positions(con: &mut redis::Connection) {
-    for name in ["ratelimit.check", "ratelimit.quota", "ratelimit.reset"] {
+    for name in [
+        "ratelimit.check",
+        "ratelimit.quota",
+        "ratelimit.refund",
+        "ratelimit.reset",
+    ] {
         let reply = call(con, &["COMMAND", "INFO", name]);
         let redis::Value::Array(mut entries) = reply else {
             panic!("COMMAND INFO {name}: {reply:?}");
@@ -147,11 +153,15 @@ fn assert_key_positions(con: &mut redis::Connection) {
     }
 }
 
+/// Every command names its keys where a cluster looks for them (COMMAND INFO, COMMAND GETKEYS,
+/// MCHECK's every key), `redis-cli -c` on a master that does not own the key follows the
+/// redirection for each command, a cluster client runs MCHECK and REFUND on one user's keys
+/// (issue 10), and MCHECK's keys of two slots are refused with CROSSSLOT.
 #[test]
-fn every_command_names_its_key_and_redis_cli_c_drives_every_command() {
+fn every_command_names_its_keys_and_redis_cli_c_drives_every_command() {
     skip_if_external!("needs a cluster");
     let cluster = Cluster::start();
-    let commands: [&[&str]; 3] = [
+    let commands: [&[&str]; 4] = [
         &[
             "RATELIMIT.CHECK",
             "{user:42}:search",
@@ -166,6 +176,16 @@ fn every_command_names_its_key_and_redis_cli_c_drives_every_command() {
             "DRYRUN",
         ],
         &["RATELIMIT.QUOTA", "{user:42}:search", "3", "10s"],
+        &[
+            "RATELIMIT.REFUND",
+            "{user:42}:search",
+            "3",
+            "10s",
+            "COST",
+            "1",
+            "WINDOW",
+            "7",
+        ],
         &["RATELIMIT.RESET", "{user:42}:search"],
     ];
     for node in cluster.nodes() {
@@ -179,6 +199,34 @@ fn every_command_names_its_key_and_redis_cli_c_drives_every_command() {
                 .query(&mut con)
                 .unwrap_or_else(|e| panic!("{} on {}: {e}", getkeys.join(" "), node.port()));
             assert_eq!(keys, ["{user:42}:search"], "{}", getkeys.join(" "));
+        }
+        // MCHECK names every one of its keys, and only them.
+        for (mcheck, expected) in [
+            (
+                &[
+                    "2", "{u}a", "{u}b", "LIMIT", "5", "1h", "LIMIT", "9", "1m", "DRYRUN",
+                ][..],
+                &["{u}a", "{u}b"][..],
+            ),
+            // A key may be named LIMIT: keys are found by position.
+            (
+                &[
+                    "3", "{u}a", "LIMIT", "{u}c", "LIMIT", "1", "1s", "LIMIT", "1", "1s", "LIMIT",
+                    "1", "1s",
+                ][..],
+                &["{u}a", "LIMIT", "{u}c"][..],
+            ),
+        ] {
+            let keys: Vec<String> = redis::cmd("COMMAND")
+                .arg("GETKEYS")
+                .arg("RATELIMIT.MCHECK")
+                .arg(mcheck)
+                .query(&mut con)
+                .unwrap_or_else(|e| panic!("GETKEYS MCHECK {mcheck:?} on {}: {e}", node.port()));
+            assert_eq!(
+                keys, expected,
+                "COMMAND GETKEYS RATELIMIT.MCHECK {mcheck:?}"
+            );
         }
     }
 
@@ -237,6 +285,76 @@ fn every_command_names_its_key_and_redis_cli_c_drives_every_command() {
     assert_eq!(ints(cli(&["RATELIMIT.RESET", key])), [1]);
     assert_eq!(ints(cli(&["RATELIMIT.RESET", key])), [0]);
     assert!(!exists(&mut on_owner, key), "RESET deleted the state");
+    let reply = ints(cli(&["RATELIMIT.MCHECK", "1", key, "LIMIT", "2", "1h"]));
+    assert_eq!(
+        reply,
+        [1, 0, 1, 2, 1, HOUR_MS, 0],
+        "RATELIMIT.MCHECK: {reply:?}"
+    );
+    let reply = ints(cli(&["RATELIMIT.REFUND", key, "2", "1h", "COST", "1"]));
+    assert_eq!(reply, [1, 2, 2, 0, 0], "RATELIMIT.REFUND: {reply:?}");
+    assert!(
+        !exists(&mut on_owner, key),
+        "the refund emptied the limiter"
+    );
+
+    // One user's keys share a slot through their hash tag: a cluster client MCHECKs them on
+    // the master that owns it, and REFUNDs there too.
+    let mut client = cluster.client();
+    let user = ["{user:7}:rps", "{user:7}:tpm"];
+    let policies = [
+        "2",
+        user[0],
+        user[1],
+        "LIMIT",
+        "2",
+        "1h",
+        "LIMIT",
+        "100",
+        "1h",
+        "ALGORITHM",
+        "GCRA",
+        "COST",
+        "30",
+    ];
+    for expected in [1, 1, 0] {
+        let m = mcheck(&mut client, &policies);
+        assert_eq!(
+            m.allowed, expected,
+            "MCHECK through a cluster client: {m:?}"
+        );
+    }
+    let mut on_owner = cluster.node(cluster.shard_of(user[0]).master).con();
+    assert_eq!(get_text(&mut on_owner, user[0]), "2");
+    assert!(get_text(&mut on_owner, user[1]).starts_with('-'));
+    let back = refund(&mut client, &[user[0], "2", "1h", "COST", "1"]);
+    assert_eq!(
+        back[..3],
+        [1, 2, 1],
+        "REFUND through a cluster client: {back:?}"
+    );
+    assert_eq!(get_text(&mut on_owner, user[0]), "1");
+
+    // Without a common hash tag, every master refuses the keys of two slots.
+    for shard in cluster.shards() {
+        let mut con = cluster.node(shard.master).con();
+        let error = expect_error(
+            &mut con,
+            &[
+                "RATELIMIT.MCHECK",
+                "2",
+                "{a}x",
+                "{b}y",
+                "LIMIT",
+                "1",
+                "1h",
+                "LIMIT",
+                "1",
+                "1h",
+            ],
+        );
+        assert!(error.starts_with("CROSSSLOT"), "{error}");
+    }
 }
 
 /// The traffic of the resharding test: it checks, through a cluster client, limiters that are

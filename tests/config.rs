@@ -283,26 +283,16 @@ fn bad_module_arguments_stop_the_server_from_starting() {
     );
 }
 
+/// `MODULE LOAD` with bad arguments fails with the reason in the log and leaves no command
+/// behind; then a good `MODULE LOAD` works, with its counters at zero and its arguments
+/// applied. Once loaded, the module refuses `MODULE UNLOAD` (its commands would crash the
+/// server if they ran after it), with the reason in the log, and keeps working.
 #[test]
 fn module_load_fails_with_bad_arguments_and_then_loads_with_good_ones() {
-    skip_if_external!("unloads and loads the module");
-    // Redis 7+ and Valkey refuse MODULE LOAD unless enable-module-command is set; 6.2 has no
-    // such option and always allows it.
-    let probe = Server::start();
-    let guarded = config_get(&mut probe.con(), "enable-module-command").is_some();
-    drop(probe);
-    let server = if guarded {
-        Server::start_with(&["--enable-module-command", "yes"])
-    } else {
-        Server::start()
-    };
+    skip_if_external!("loads the module into a server of its own");
+    let server = Server::start_without_module(Server::module_command_options());
     let mut con = server.con();
-    check(&mut con, &["before", "1", "1h"]);
-    expect_error(&mut con, &["RATELIMIT.CHECK"]);
-    assert_eq!(
-        call(&mut con, &["MODULE", "UNLOAD", "ratelimit"]),
-        Value::Okay
-    );
+    assert!(!has_command(&mut con, "ratelimit.check"));
     let module = module_path().to_string_lossy().into_owned();
 
     for (args, message) in BAD_ARGUMENTS {
@@ -335,4 +325,18 @@ fn module_load_fails_with_bad_arguments_and_then_loads_with_good_ones() {
     if let Some(value) = config_get(&mut con, CONFIG) {
         assert_eq!(value, "gcra");
     }
+
+    // MODULE UNLOAD is refused, with the reason in the log, and the module stays.
+    check(&mut con, &["before", "1", "1h", "ALGORITHM", "FIXED"]);
+    let refused = expect_error(&mut con, &["MODULE", "UNLOAD", "ratelimit"]);
+    assert!(refused.starts_with("ERR"), "{refused}");
+    let reason = "redis-ratelimit: MODULE UNLOAD refused";
+    assert!(
+        server.log().contains(reason),
+        "the log lacks {reason:?}:\n{}",
+        server.log()
+    );
+    assert!(has_command(&mut con, "ratelimit.check"));
+    let d = check(&mut con, &["before", "1", "1h", "ALGORITHM", "FIXED"]);
+    assert_eq!(d.allowed, 0, "the limiter kept its state: {d:?}");
 }

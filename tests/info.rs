@@ -9,7 +9,7 @@ use redis::Value;
 use std::collections::BTreeMap;
 
 /// The counters, in the order INFO reports them.
-const COUNTERS: [&str; 16] = [
+const COUNTERS: [&str; 22] = [
     "ratelimit_checks",
     "ratelimit_allowed",
     "ratelimit_denied",
@@ -26,6 +26,12 @@ const COUNTERS: [&str; 16] = [
     "ratelimit_checks_gcra",
     "ratelimit_allowed_gcra",
     "ratelimit_denied_gcra",
+    "ratelimit_mchecks",
+    "ratelimit_mcheck_allowed",
+    "ratelimit_mcheck_denied",
+    "ratelimit_mcheck_dry_runs",
+    "ratelimit_refunds",
+    "ratelimit_refunded_units",
 ];
 
 /// The counters as `INFO ratelimit` reports them; panics if one is missing or not an integer.
@@ -75,6 +81,24 @@ impl Expected {
         }
     }
 
+    /// An MCHECK answered with `allowed` (with FORCE: whether every cost fitted).
+    fn mcheck(&mut self, dry_run: bool, allowed: bool) {
+        self.bump("mchecks");
+        self.bump(if dry_run {
+            "mcheck_dry_runs"
+        } else if allowed {
+            "mcheck_allowed"
+        } else {
+            "mcheck_denied"
+        });
+    }
+
+    /// A REFUND that gave back `units`.
+    fn refund(&mut self, units: u64) {
+        self.bump("refunds");
+        *self.0.get_mut("ratelimit_refunded_units").unwrap() += units;
+    }
+
     fn assert_matches(&self, con: &mut redis::Connection, after: &str) {
         assert_eq!(counters(con), self.0, "INFO ratelimit after {after}");
     }
@@ -98,6 +122,8 @@ fn check_counted(
     expected.check(algorithm, dry_run, &decision);
 }
 
+/// Each call of each command counts once, in the fields that describe it, and errors count in
+/// `errors` alone (only those the module answers: not the server's arity errors).
 #[test]
 fn every_call_counts_exactly_once() {
     skip_if_external!("reads the module's INFO counters, which count from its load");
@@ -164,10 +190,70 @@ fn every_call_counts_exactly_once() {
     assert!(!quota(&mut con, &["f", "3", "1h"]).is_allowed());
     assert!(!quota(&mut con, &limiter_args("s", "2", "1h", "SLIDING", &[])).is_allowed());
     assert!(quota(&mut con, &["absent", "3", "1h", "ALGORITHM", "GCRA"]).is_allowed());
-    for _ in 0..3 {
+    assert!(quota(&mut con, &["f", "3", "1h", "COST", "0"]).is_allowed());
+    for _ in 0..4 {
         expected.bump("quota_calls");
     }
     expected.assert_matches(&mut con, "QUOTA calls");
+
+    // MCHECK counts in mchecks and exactly one of mcheck_allowed, mcheck_denied (FORCE that did
+    // not fit included) and mcheck_dry_runs, never in the CHECK counters.
+    let mcheck = |con: &mut redis::Connection, extra: &[&str]| -> bool {
+        let mut args = vec![
+            "RATELIMIT.MCHECK",
+            "2",
+            "ma",
+            "mb",
+            "LIMIT",
+            "2",
+            "1h",
+            "LIMIT",
+            "1",
+            "1h",
+            "ALGORITHM",
+            "GCRA",
+        ];
+        args.extend_from_slice(extra);
+        match call(con, &args) {
+            Value::Array(items) => items[0] == Value::Int(1),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    };
+    for (extra, allowed) in [
+        (&["DRYRUN"][..], true),
+        (&[][..], true),
+        (&[][..], false),
+        (&["DRYRUN", "WITHWINDOW"][..], false),
+        (&["FORCE"][..], false),
+    ] {
+        assert_eq!(mcheck(&mut con, extra), allowed, "MCHECK {extra:?}");
+        expected.mcheck(extra.contains(&"DRYRUN"), allowed);
+    }
+    expected.assert_matches(&mut con, "MCHECK calls");
+
+    // REFUND counts in refunds, and the units it gave back in refunded_units.
+    let refund = |con: &mut redis::Connection, args: &[&str]| -> i64 {
+        let mut full = vec!["RATELIMIT.REFUND"];
+        full.extend_from_slice(args);
+        match call(con, &full) {
+            Value::Array(items) => match items[0] {
+                Value::Int(n) => n,
+                ref other => panic!("{full:?}: {other:?}"),
+            },
+            other => panic!("{full:?}: {other:?}"),
+        }
+    };
+    for (args, units) in [
+        // ma holds 2: one admitted MCHECK and one forced.
+        (&["ma", "2", "1h", "COST", "5"][..], 2),
+        (&["ma", "2", "1h", "COST", "5"][..], 0),
+        (&["absent", "2", "1h", "COST", "5"][..], 0),
+        (&["f", "3", "1h", "COST", "2"][..], 2),
+    ] {
+        assert_eq!(refund(&mut con, args), units as i64, "REFUND {args:?}");
+        expected.refund(units);
+    }
+    expected.assert_matches(&mut con, "REFUND calls");
 
     // RESET counts whether there was a limiter (1) or not (0).
     assert_eq!(reset(&mut con, "f"), 1);
@@ -189,23 +275,78 @@ fn every_call_counts_exactly_once() {
         .arg("hello")
         .query(&mut con)
         .unwrap();
-    let errors: [&[&str]; 10] = [
-        &["RATELIMIT.CHECK"],
+    let errors: [&[&str]; 16] = [
         &["RATELIMIT.CHECK", "e", "0", "1s"],
         &["RATELIMIT.CHECK", "e", "1", "1s", "FOO"],
         &["RATELIMIT.CHECK", "e", "1", "1s", "BURST", "2"],
-        &["RATELIMIT.QUOTA", "e", "1", "1s", "COST", "1"],
-        &["RATELIMIT.RESET"],
+        &["RATELIMIT.CHECK", "e", "1", "1s", "FORCE", "DRYRUN"],
+        &["RATELIMIT.QUOTA", "e", "1", "1s", "DRYRUN"],
         &["RATELIMIT.CHECK", "list", "1", "1s"],
         &["RATELIMIT.QUOTA", "list", "1", "1s"],
         &["RATELIMIT.CHECK", "g", "2", "1h"],
         &["RATELIMIT.RESET", "text"],
+        &[
+            "RATELIMIT.MCHECK",
+            "2",
+            "e",
+            "e",
+            "LIMIT",
+            "1",
+            "1s",
+            "LIMIT",
+            "1",
+            "1s",
+        ],
+        &[
+            "RATELIMIT.MCHECK",
+            "1",
+            "e",
+            "LIMIT",
+            "1",
+            "1s",
+            "FORCE",
+            "DRYRUN",
+        ],
+        &[
+            "RATELIMIT.MCHECK",
+            "2",
+            "e",
+            "list",
+            "LIMIT",
+            "1",
+            "1s",
+            "LIMIT",
+            "1",
+            "1s",
+        ],
+        &["RATELIMIT.MCHECK", "1", "g", "LIMIT", "2", "1h"],
+        &["RATELIMIT.REFUND", "e", "1", "1s", "WINDOW", "1"],
+        &["RATELIMIT.REFUND", "text", "1", "1s", "COST", "1"],
+        &["RATELIMIT.REFUND", "g", "2", "1h", "COST", "1"],
     ];
     for args in errors {
         expect_error(&mut con, args);
         expected.bump("errors");
     }
     expected.assert_matches(&mut con, "errors");
+
+    // Too few arguments: the module's error where it checks the arity itself, the server's
+    // (not counted) where the server knows the arity from the command docs (7.0+, found by
+    // asking COMMAND INFO).
+    for args in [
+        &["RATELIMIT.CHECK"][..],
+        &["RATELIMIT.QUOTA", "e", "1"],
+        &["RATELIMIT.RESET"],
+        &["RATELIMIT.MCHECK", "1", "e", "LIMIT", "1"],
+        &["RATELIMIT.REFUND", "e", "1", "1s"],
+    ] {
+        let error = expect_error(&mut con, args);
+        assert!(error.starts_with("ERR"), "{args:?}: {error}");
+        if command_arity(&mut con, args[0]) == -1 {
+            expected.bump("errors");
+        }
+    }
+    expected.assert_matches(&mut con, "too few arguments");
 
     // Calls from a transaction and from a script count like any other.
     let replies: Vec<Value> = redis::pipe()
@@ -233,6 +374,12 @@ fn every_call_counts_exactly_once() {
     assert_eq!(
         c["ratelimit_checks"],
         c["ratelimit_allowed"] + c["ratelimit_denied"] + c["ratelimit_dry_runs"]
+    );
+    assert_eq!(
+        c["ratelimit_mchecks"],
+        c["ratelimit_mcheck_allowed"]
+            + c["ratelimit_mcheck_denied"]
+            + c["ratelimit_mcheck_dry_runs"]
     );
     for outcome in ["checks", "allowed", "denied"] {
         let per_algorithm: u64 = ["fixed", "sliding", "gcra"]
@@ -325,4 +472,19 @@ fn sections_appear_wherever_info_shows_modules() {
         assert!(fields.contains_key("redis_version"), "INFO {sections:?}");
     }
     assert!(ours(&info_fields(&mut con, &["server"])).is_empty());
+}
+
+/// The arity `COMMAND INFO` reports for `command`: -1 where the module checks it (no command
+/// docs), the real one where the server knows it.
+fn command_arity(con: &mut redis::Connection, command: &str) -> i64 {
+    match call(con, &["COMMAND", "INFO", command]) {
+        Value::Array(entries) => match entries.first() {
+            Some(Value::Array(fields)) => match fields.get(1) {
+                Some(Value::Int(arity)) => *arity,
+                other => panic!("COMMAND INFO {command}: arity {other:?}"),
+            },
+            other => panic!("COMMAND INFO {command}: {other:?}"),
+        },
+        other => panic!("COMMAND INFO {command}: {other:?}"),
+    }
 }

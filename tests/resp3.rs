@@ -1,5 +1,6 @@
-//! RESP2 and RESP3 clients get the same replies: an array of five integers for CHECK and QUOTA
-//! (never a map, a set or doubles), an integer for RESET, and the same errors.
+//! RESP2 and RESP3 clients get the same replies: an array of five integers for CHECK, QUOTA and
+//! REFUND (six with WITHWINDOW), nested arrays for MCHECK (never a map, a set or doubles), an
+//! integer for RESET, and the same errors.
 
 mod common;
 
@@ -159,5 +160,100 @@ fn resp2_and_resp3_replies_are_identical() {
         let e3 = error_text(&call(&mut resp3, args));
         assert!(e2.is_some(), "{args:?} should fail");
         assert_eq!(e2, e3, "{args:?}");
+    }
+}
+
+/// Version 2's replies keep the one shape in both protocols too: MCHECK's nested arrays, six
+/// integers with WITHWINDOW, REFUND's five integers, and the same error texts. On fresh keys,
+/// where nothing depends on the clock, the replies are equal value for value.
+#[test]
+fn version_2_replies_are_identical_in_resp2_and_resp3() {
+    let server = Server::start();
+    let mut resp2 = server.con();
+    let mut resp3 = server.con_resp3();
+    let calls: [&[&str]; 5] = [
+        &[
+            "RATELIMIT.MCHECK",
+            "2",
+            "m:a",
+            "m:b",
+            "LIMIT",
+            "3",
+            "1h",
+            "LIMIT",
+            "5",
+            "1h",
+            "ALGORITHM",
+            "GCRA",
+            "COST",
+            "2",
+            "DRYRUN",
+        ],
+        &[
+            "RATELIMIT.MCHECK",
+            "2",
+            "m:a",
+            "m:b",
+            "LIMIT",
+            "3",
+            "1h",
+            "ALGORITHM",
+            "GCRA",
+            "COST",
+            "4",
+            "LIMIT",
+            "5",
+            "1h",
+            "ALGORITHM",
+            "GCRA",
+            "WITHWINDOW",
+        ],
+        &[
+            "RATELIMIT.CHECK",
+            "c",
+            "3",
+            "1h",
+            "ALGORITHM",
+            "GCRA",
+            "DRYRUN",
+            "WITHWINDOW",
+        ],
+        &["RATELIMIT.REFUND", "r", "3", "1h", "COST", "2"],
+        &["RATELIMIT.QUOTA", "q", "3", "1h", "COST", "4"],
+    ];
+    for args in calls {
+        let r2 = call(&mut resp2, args);
+        let r3 = call(&mut resp3, args);
+        assert_eq!(r2, r3, "{args:?}");
+        assert!(matches!(r3, Value::Array(_)), "{args:?}: {r3:?}");
+    }
+    assert_eq!(
+        multi(&call(&mut resp3, calls[0])).policies,
+        [vec![1, 3, 2, HOUR_MS, 0], vec![1, 5, 3, 1_440_000, 0]]
+    );
+    assert_eq!(
+        integers(&call(&mut resp3, calls[2])),
+        [1, 3, 2, 1_200_000, 0, 0]
+    );
+    assert_eq!(dbsize(&mut resp2), 0, "none of these writes");
+    for args in [
+        &[
+            "RATELIMIT.MCHECK",
+            "2",
+            "e",
+            "e",
+            "LIMIT",
+            "1",
+            "1s",
+            "LIMIT",
+            "1",
+            "1s",
+        ][..],
+        &["RATELIMIT.REFUND", "e", "3", "1s", "COST", "1", "DRYRUN"][..],
+        &["RATELIMIT.CHECK", "e", "3", "1s", "FORCE", "DRYRUN"][..],
+    ] {
+        let e2 = error_text(&call(&mut resp2, args));
+        assert!(e2.is_some(), "{args:?} should fail");
+        assert_eq!(e2, error_text(&call(&mut resp3, args)), "{args:?}");
     }
 }

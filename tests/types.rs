@@ -9,7 +9,7 @@ use redis::Value;
 
 /// Every way of touching a key, with `{alg}`-independent arguments.
 fn touching_calls(key: &str) -> Vec<Vec<String>> {
-    let calls: [&[&str]; 11] = [
+    let calls: [&[&str]; 16] = [
         &["RATELIMIT.CHECK", key, "3", "1h"],
         &["RATELIMIT.CHECK", key, "3", "1h", "ALGORITHM", "FIXED"],
         &["RATELIMIT.CHECK", key, "3", "1h", "ALGORITHM", "SLIDING"],
@@ -39,6 +39,46 @@ fn touching_calls(key: &str) -> Vec<Vec<String>> {
         &["RATELIMIT.QUOTA", key, "3", "1h", "ALGORITHM", "SLIDING"],
         &["RATELIMIT.QUOTA", key, "3", "1h", "ALGORITHM", "GCRA"],
         &["RATELIMIT.RESET", key],
+        &[
+            "RATELIMIT.CHECK",
+            key,
+            "3",
+            "1h",
+            "COST",
+            "9",
+            "FORCE",
+            "WITHWINDOW",
+        ],
+        &["RATELIMIT.MCHECK", "1", key, "LIMIT", "3", "1h"],
+        // The other key of the MCHECK must not be written either.
+        &[
+            "RATELIMIT.MCHECK",
+            "2",
+            "untouched",
+            key,
+            "LIMIT",
+            "3",
+            "1h",
+            "LIMIT",
+            "3",
+            "1h",
+            "ALGORITHM",
+            "GCRA",
+            "FORCE",
+        ],
+        &["RATELIMIT.REFUND", key, "3", "1h", "COST", "1"],
+        &[
+            "RATELIMIT.REFUND",
+            key,
+            "3",
+            "1h",
+            "ALGORITHM",
+            "SLIDING",
+            "COST",
+            "1",
+            "WINDOW",
+            "5",
+        ],
     ];
     calls
         .iter()
@@ -115,7 +155,7 @@ fn a_limiter_of_another_algorithm_is_never_misread() {
         check(&mut con, &[key.as_str(), "5", "1h", "ALGORITHM", stored]);
         let before = snapshot(&mut con, &key, has_pexpiretime);
         for requested in ALGORITHMS.iter().filter(|a| **a != stored) {
-            let variants: [&[&str]; 5] = [
+            let variants: [&[&str]; 7] = [
                 &["RATELIMIT.CHECK", &key, "5", "1h", "ALGORITHM", requested],
                 &[
                     "RATELIMIT.CHECK",
@@ -147,6 +187,31 @@ fn a_limiter_of_another_algorithm_is_never_misread() {
                     "9",
                 ],
                 &["RATELIMIT.QUOTA", &key, "5", "1h", "ALGORITHM", requested],
+                &[
+                    "RATELIMIT.MCHECK",
+                    "2",
+                    "untouched",
+                    &key,
+                    "LIMIT",
+                    "5",
+                    "1h",
+                    "LIMIT",
+                    "5",
+                    "1h",
+                    "ALGORITHM",
+                    requested,
+                    "FORCE",
+                ],
+                &[
+                    "RATELIMIT.REFUND",
+                    &key,
+                    "5",
+                    "1h",
+                    "ALGORITHM",
+                    requested,
+                    "COST",
+                    "1",
+                ],
             ];
             for args in variants {
                 let error = expect_error(&mut con, args);
@@ -157,6 +222,7 @@ fn a_limiter_of_another_algorithm_is_never_misread() {
                     "{args:?}: the error should name both {stored} and {requested}: {error}"
                 );
                 assert_unchanged(&mut con, &key, &before, has_pexpiretime, &args.join(" "));
+                assert!(!exists(&mut con, "untouched"), "{args:?}");
             }
         }
         // The default algorithm is FIXED.

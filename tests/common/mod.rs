@@ -416,3 +416,152 @@ pub fn note(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "note: {message}");
 }
+
+/// `master_repl_offset` of `INFO replication`: it moves exactly when something is replicated
+/// (on a master that does not ping its replicas during the test: `--repl-ping-replica-period`).
+pub fn master_offset(con: &mut redis::Connection) -> i64 {
+    info_value(con, &["INFO", "replication"], "master_repl_offset")
+        .expect("master_repl_offset in INFO replication")
+        .parse()
+        .unwrap()
+}
+
+/// `WAIT 1 5000` on a master: its one replica has acknowledged every write so far.
+pub fn wait_for_replica(master: &mut redis::Connection) {
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(master).unwrap();
+    assert_eq!(
+        acked, 1,
+        "the replica did not acknowledge the master's writes within 5 s"
+    );
+}
+
+/// A master whose replication offset moves only when something is replicated (it does not
+/// ping its replicas during a test), with `extra` options, and its replica, in sync.
+pub fn quiet_master_and_replica(extra: &[&str]) -> (Server, Server) {
+    let mut options = vec![
+        "--repl-ping-replica-period",
+        "3600",
+        "--repl-diskless-sync-delay",
+        "0",
+    ];
+    options.extend_from_slice(extra);
+    let master = Server::start_with(&options);
+    let replica = Server::start_replica_of(&master, &[]);
+    (master, replica)
+}
+
+/// `INFO commandstats` as text: which commands the server ran (`cmdstat_set:calls=...`).
+pub fn commandstats(con: &mut redis::Connection) -> String {
+    redis::cmd("INFO").arg("commandstats").query(con).unwrap()
+}
+
+/// Every leaf of a reply as text, depth first: for looking into nested replies (COMMAND INFO,
+/// COMMAND DOCS, MODULE LIST) whatever their protocol shape.
+pub fn leaves(value: &Value) -> Vec<String> {
+    match value {
+        Value::Array(items) | Value::Set(items) => items.iter().flat_map(leaves).collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .flat_map(|(k, v)| leaves(k).into_iter().chain(leaves(v)))
+            .collect(),
+        Value::BulkString(bytes) => vec![String::from_utf8_lossy(bytes).into_owned()],
+        Value::SimpleString(text) => vec![text.clone()],
+        Value::Int(n) => vec![n.to_string()],
+        Value::Okay => vec!["OK".to_string()],
+        other => vec![format!("{other:?}")],
+    }
+}
+
+/// The integers of a reply that must be a flat array of them (CHECK with WITHWINDOW: six).
+pub fn integers(value: &Value) -> Vec<i64> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::Int(n) => *n,
+                other => panic!("expected an array of integers, got {value:?} ({other:?})"),
+            })
+            .collect(),
+        other => panic!("expected an array of integers, got {other:?}"),
+    }
+}
+
+/// An MCHECK reply: `allowed`, `retry_after_ms`, and the integers of each policy (five, or six
+/// with WITHWINDOW), each checked as a well-formed decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Multi {
+    pub allowed: i64,
+    pub retry_after: i64,
+    pub policies: Vec<Vec<i64>>,
+}
+
+impl Multi {
+    /// Policy `i`'s five integers as a [`Decision`].
+    pub fn decision(&self, i: usize) -> Decision {
+        Decision::from_array(self.policies[i][..5].try_into().unwrap())
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        self.allowed == 1
+    }
+}
+
+/// Parses an MCHECK reply; panics on any other shape.
+pub fn multi(value: &Value) -> Multi {
+    let Value::Array(items) = value else {
+        panic!("expected an MCHECK reply, got {value:?}");
+    };
+    let (Some(Value::Int(allowed)), Some(Value::Int(retry_after))) = (items.first(), items.get(1))
+    else {
+        panic!("expected allowed and retry_after_ms first, got {value:?}");
+    };
+    let policies: Vec<Vec<i64>> = items[2..].iter().map(integers).collect();
+    for p in &policies {
+        assert!(p.len() == 5 || p.len() == 6, "{value:?}");
+        Decision::from_array(p[..5].try_into().unwrap());
+    }
+    Multi {
+        allowed: *allowed,
+        retry_after: *retry_after,
+        policies,
+    }
+}
+
+/// `RATELIMIT.MCHECK args...`, which must succeed.
+pub fn mcheck<C: redis::ConnectionLike, S: AsRef<str>>(con: &mut C, args: &[S]) -> Multi {
+    let mut full = vec!["RATELIMIT.MCHECK"];
+    full.extend(args.iter().map(|a| a.as_ref()));
+    let reply = call(con, &full);
+    if let Some(error) = error_text(&reply) {
+        panic!("{} answered an error: {error}", full.join(" "));
+    }
+    multi(&reply)
+}
+
+/// `RATELIMIT.REFUND args...`, which must succeed: `[refunded, limit, remaining,
+/// reset_after_ms, retry_after_ms]`.
+pub fn refund<C: redis::ConnectionLike, S: AsRef<str>>(con: &mut C, args: &[S]) -> [i64; 5] {
+    let mut full = vec!["RATELIMIT.REFUND"];
+    full.extend(args.iter().map(|a| a.as_ref()));
+    let reply = call(con, &full);
+    if let Some(error) = error_text(&reply) {
+        panic!("{} answered an error: {error}", full.join(" "));
+    }
+    integers(&reply)
+        .try_into()
+        .unwrap_or_else(|v| panic!("{}: expected five integers, got {v:?}", full.join(" ")))
+}
+
+/// Every file under `dir`, concatenated (an AOF directory, say).
+pub fn read_dir_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(read_dir_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}

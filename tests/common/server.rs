@@ -8,6 +8,7 @@ use ratelimit_testkit::server::START_TIMEOUT;
 #[allow(unused_imports)]
 pub use ratelimit_testkit::{module_path, server_binary};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,44 @@ impl Server {
             process: Some(process),
             external: None,
         }
+    }
+
+    /// Starts a server *without* the module, with extra command-line options, for tests that
+    /// load it with `MODULE LOAD`. Panics in REDIS_URL mode: such a test begins with
+    /// `skip_if_external!`.
+    pub fn start_without_module(extra: &[&str]) -> Server {
+        assert!(
+            !external::is_set(),
+            "a server without the module needs a server of this test's own: begin the test with \
+             skip_if_external!(\"<why>\")"
+        );
+        let process = ratelimit_testkit::Server::start("redis-ratelimit-test", false, extra);
+        Server {
+            host: "127.0.0.1".to_string(),
+            port: process.port(),
+            process: Some(process),
+            external: None,
+        }
+    }
+
+    /// The options that let a client run `MODULE LOAD` and `MODULE UNLOAD`:
+    /// `--enable-module-command yes` where the server knows that option (Redis 7+, Valkey),
+    /// none where it always allows them (6.2). Found once, by asking a server without the module.
+    pub fn module_command_options() -> &'static [&'static str] {
+        static OPTIONS: OnceLock<&'static [&'static str]> = OnceLock::new();
+        OPTIONS.get_or_init(|| {
+            let probe = Server::start_without_module(&[]);
+            let reply: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("enable-module-command")
+                .query(&mut probe.con())
+                .expect("CONFIG GET enable-module-command");
+            if reply.is_empty() {
+                &[]
+            } else {
+                &["--enable-module-command", "yes"]
+            }
+        })
     }
 
     /// REDIS_URL's server, for this test alone.
