@@ -227,7 +227,8 @@ pub fn parse_refund<A: Deref<Target = [u8]>>(
     args: &[A],
     default_algorithm: Algorithm,
 ) -> Result<Refund<'_>, Error> {
-    let [_, key, limit, period, options @ ..] = args else {
+    // COST n is required: six arguments at least, the arity the command docs declare.
+    let ([_, key, limit, period, options @ ..], true) = (args, args.len() >= 6) else {
         return Err(Error::WrongArity(Command::Refund));
     };
     let mut policy = Policy::new(limit, period)?;
@@ -277,8 +278,9 @@ pub fn parse_mcheck<A: Deref<Target = [u8]>>(
     args: &[A],
     default_algorithm: Algorithm,
 ) -> Result<MultiRequest, Error> {
+    // `numkeys key LIMIT limit period` at least: the arity the command docs declare.
     let (numkeys, rest) = match args {
-        [_, numkeys, rest @ ..] if !rest.is_empty() => (numkeys, rest),
+        [_, numkeys, rest @ ..] if args.len() >= 6 => (numkeys, rest),
         _ => return Err(Error::WrongArity(Command::MCheck)),
     };
     let count = keys_of(args).ok_or_else(|| Error::InvalidNumKeys(Echo::new(numkeys)))?;

@@ -158,7 +158,7 @@ fn config_set_changes_the_default_at_once() {
         .arg("ratelimit.*")
         .query(&mut con)
         .unwrap();
-    assert_eq!(all, [CONFIG, "sliding"]);
+    assert_eq!(all, ["ratelimit.top-keys", "128", CONFIG, "sliding"]);
 }
 
 #[test]
@@ -181,8 +181,8 @@ fn a_config_directive_overrides_the_module_argument() {
     let (status, log) = run_to_exit(&[&directive, "bogus"], Duration::from_secs(20));
     assert!(status.is_some_and(|s| !s.success()), "{status:?}\n{log}");
     let line = format!(
-        "redis-ratelimit not loaded: invalid {CONFIG} in the server's configuration: \
-         expected fixed, sliding or gcra"
+        "redis-ratelimit not loaded: invalid {CONFIG} or ratelimit.top-keys in the server's \
+         configuration: expected fixed, sliding or gcra, and an integer from 0 to 100000"
     );
     assert!(log.contains(&line), "the log lacks {line:?}:\n{log}");
 }
@@ -247,8 +247,8 @@ const BAD_ARGUMENTS: [(&[&str], &str); 5] = [
     ),
     (
         &["default-algo", "gcra"],
-        "unknown module argument 'default-algo': the only argument is \
-         'default-algorithm <fixed|sliding|gcra>'",
+        "unknown module argument 'default-algo': the arguments are \
+         'default-algorithm <fixed|sliding|gcra>' and 'top-keys <0 to 100000>'",
     ),
     (
         &["default-algorithm", "gcra", "default-algorithm", "fixed"],

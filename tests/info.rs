@@ -9,7 +9,7 @@ use redis::Value;
 use std::collections::BTreeMap;
 
 /// The counters, in the order INFO reports them.
-const COUNTERS: [&str; 22] = [
+const COUNTERS: [&str; 26] = [
     "ratelimit_checks",
     "ratelimit_allowed",
     "ratelimit_denied",
@@ -32,6 +32,10 @@ const COUNTERS: [&str; 22] = [
     "ratelimit_mcheck_dry_runs",
     "ratelimit_refunds",
     "ratelimit_refunded_units",
+    "ratelimit_acquired",
+    "ratelimit_acquire_denied",
+    "ratelimit_releases",
+    "ratelimit_released",
 ];
 
 /// The counters as `INFO ratelimit` reports them; panics if one is missing or not an integer.
@@ -436,6 +440,7 @@ fn sections_appear_wherever_info_shows_modules() {
     };
     let mut all_fields: Vec<String> = COUNTERS.iter().map(|s| s.to_string()).collect();
     all_fields.push("ratelimit_default_algorithm".to_string());
+    all_fields.push("ratelimit_top_keys".to_string());
     all_fields.sort();
 
     // The module's name selects both of its sections, in any letter case.
@@ -450,10 +455,13 @@ fn sections_appear_wherever_info_shows_modules() {
     let config = info_fields(&mut con, &["ratelimit_config"]);
     assert_eq!(
         config.into_iter().collect::<Vec<_>>(),
-        [(
-            "ratelimit_default_algorithm".to_string(),
-            "fixed".to_string()
-        )]
+        [
+            (
+                "ratelimit_default_algorithm".to_string(),
+                "fixed".to_string()
+            ),
+            ("ratelimit_top_keys".to_string(), "128".to_string())
+        ]
     );
     for sections in [&["everything"][..], &["modules"][..]] {
         let fields = info_fields(&mut con, sections);

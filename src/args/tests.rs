@@ -393,7 +393,10 @@ fn refund_needs_a_cost_and_takes_a_window() {
             "R k 3",
             "ERR wrong number of arguments for 'ratelimit.refund' command",
         ),
-        ("R k 3 10s", "ERR RATELIMIT.REFUND needs COST n"),
+        (
+            "R k 3 10s",
+            "ERR wrong number of arguments for 'ratelimit.refund' command",
+        ),
         ("R k 3 10s WINDOW 5", "ERR RATELIMIT.REFUND needs COST n"),
         (
             "R k 3 10s COST 1 WINDOW -1",
@@ -499,9 +502,10 @@ fn mcheck_takes_one_policy_per_key() {
             "M 17 a LIMIT 5 5s".into(),
             "ERR invalid numkeys '17': expected an integer from 1 to 16, followed by that many keys",
         ),
+        ("M 3 a b".into(), arity),
         (
-            "M 3 a b".into(),
-            "ERR invalid numkeys '3': expected an integer from 1 to 16, followed by that many keys",
+            "M 5 a b c d".into(),
+            "ERR invalid numkeys '5': expected an integer from 1 to 16, followed by that many keys",
         ),
         (
             "M x a LIMIT 5 5s".into(),
