@@ -37,8 +37,14 @@ fn sleep_until(con: &mut redis::Connection, target_ms: u64) {
 
 /// Asserts that a refund's reply is the standing QUOTA answers right after it: the same
 /// capacity and remaining units, and times that differ by no more than the time in between.
-fn assert_is_the_standing(con: &mut redis::Connection, reply: [i64; 5], config: &[&str]) {
-    let start = Instant::now();
+/// `start` must be taken before the REFUND was sent: the two decisions may differ by the time
+/// between the REFUND and the QUOTA.
+fn assert_is_the_standing(
+    con: &mut redis::Connection,
+    reply: [i64; 5],
+    config: &[&str],
+    start: Instant,
+) {
     let standing = quota(con, config);
     let [_, limit, remaining, reset_after, retry_after] = reply;
     let as_decision = Decision {
@@ -75,6 +81,7 @@ fn a_fixed_refund_to_a_window_that_ended_changes_nothing() {
     );
     let before = snapshot(&mut con, "f", has_pexpiretime);
     let old = old_window.to_string();
+    let start = Instant::now();
     let reply = refund(&mut con, &with(&["COST", "2", "WINDOW", &old]));
     assert_eq!(
         reply[0], 0,
@@ -87,7 +94,7 @@ fn a_fixed_refund_to_a_window_that_ended_changes_nothing() {
         has_pexpiretime,
         "a refund to an old window",
     );
-    assert_is_the_standing(&mut con, reply, &config);
+    assert_is_the_standing(&mut con, reply, &config, start);
 
     let reply = refund(
         &mut con,
@@ -203,13 +210,14 @@ fn force_debt_is_paid_back_by_refund() {
         // 5 spent of 3: 2 units of debt to pay before one is left.
         for (units, left) in [(2, 0), (1, 1), (1, 2)] {
             let amount = units.to_string();
+            let start = Instant::now();
             let reply = refund(&mut con, &with(&["COST", &amount]));
             assert_eq!(
                 (reply[0], reply[2]),
                 (units, left),
                 "{algorithm}: refunded {units}, {left} left: {reply:?}"
             );
-            assert_is_the_standing(&mut con, reply, &config);
+            assert_is_the_standing(&mut con, reply, &config, start);
         }
         assert!(
             check(&mut con, &config).is_allowed(),
@@ -234,8 +242,9 @@ fn the_reply_is_the_standing_quota_gives() {
                 spending.push("FORCE".to_string());
             }
             check(&mut con, &spending);
+            let start = Instant::now();
             let reply = refund(&mut con, &with(&["COST", give_back]));
-            assert_is_the_standing(&mut con, reply, &config);
+            assert_is_the_standing(&mut con, reply, &config, start);
         }
     }
 }
