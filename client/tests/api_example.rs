@@ -42,6 +42,11 @@ impl Drop for Api {
 impl Api {
     /// Starts the example against `redis_url` on a free port, and waits until it listens.
     fn start(redis_url: &str) -> Api {
+        Api::start_with(redis_url, &[])
+    }
+
+    /// [`Api::start`] with more arguments.
+    fn start_with(redis_url: &str, args: &[&str]) -> Api {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let mut last_error = String::new();
         // Another process may take the port between the probe and the bind: retry.
@@ -56,6 +61,7 @@ impl Api {
             let port = ratelimit_testkit::free_port(false);
             let mut child = Command::new(example())
                 .args(["--port", &port.to_string()])
+                .args(args)
                 .env("REDIS_URL", redis_url)
                 .env_remove("RATELIMIT_PREFIX")
                 .env_remove("RATELIMIT_ON_FAILURE")
@@ -284,17 +290,101 @@ async fn upload_checks_two_policies() {
     assert_eq!(api.get("/search", &[]).status, 200);
 }
 
+/// The address is limited always, and an API key as well: a client that invents a new key
+/// for each request still meets its address's limit.
 #[tokio::test]
-async fn an_api_key_has_its_own_quota() {
+async fn an_api_key_is_limited_as_well_as_the_address() {
     let server = Server::start(true);
     let api = Api::start(&server.url());
-    for _ in 0..5 {
-        assert_eq!(api.get("/search", &[]).status, 200);
+    for remaining in [2, 1, 0] {
+        let reply = api.get("/search", &[("X-Api-Key", "team-a")]);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"search\";q=5;w=10, \"search-key\";q=3;w=10")
+        );
+        assert_eq!(reply.number("x-ratelimit-remaining"), remaining);
     }
-    assert_eq!(api.get("/search", &[]).status, 429);
     let reply = api.get("/search", &[("X-Api-Key", "team-a")]);
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert!(reply
+        .body
+        .ends_with("\"violated-policies\":[\"search-key\"]}"));
+    // The denied request spent nothing on the address: 2 of its 5 are left.
+    let reply = api.get("/search", &[]);
     assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(reply.number("x-ratelimit-remaining"), 4);
+    assert_eq!(reply.number("x-ratelimit-remaining"), 1);
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some("\"search\";q=5;w=10")
+    );
+    // A new key each time does not escape the address's limit.
+    assert_eq!(
+        api.get("/search", &[("X-Api-Key", "invented-1")]).status,
+        200
+    );
+    let reply = api.get("/search", &[("X-Api-Key", "invented-2")]);
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert!(reply.body.ends_with("\"violated-policies\":[\"search\"]}"));
+}
+
+/// A route names its methods: a `GET` on the `POST` route is not counted against the upload
+/// policies (axum answers it 405), only against the default one.
+#[tokio::test]
+async fn a_request_the_route_does_not_serve_spends_nothing_of_its_quota() {
+    let server = Server::start(true);
+    let api = Api::start(&server.url());
+    for remaining in [59, 58, 57] {
+        let reply = api.get("/upload", &[]);
+        assert_eq!(reply.status, 405, "{reply:?}");
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"other\";q=60;w=60")
+        );
+        assert_eq!(reply.number("x-ratelimit-remaining"), remaining);
+    }
+    let reply = api.post("/upload", &[]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.number("x-ratelimit-remaining"), 1);
+    // Any other path has the default policy too.
+    let reply = api.get("/nowhere", &[]);
+    assert_eq!(reply.status, 404, "{reply:?}");
+    assert_eq!(reply.number("x-ratelimit-remaining"), 56);
+}
+
+/// In shadow mode nothing is refused: a request over the limit is served, and says which
+/// policy it exceeded.
+#[tokio::test]
+async fn shadow_mode_serves_and_reports() {
+    let server = Server::start(true);
+    let api = Api::start_with(&server.url(), &["--shadow"]);
+    for _ in 0..5 {
+        let reply = api.get("/search", &[]);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.header("x-ratelimit-shadow"), None);
+    }
+    for _ in 0..2 {
+        let reply = api.get("/search", &[]);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.body, "{\"results\":[]}\n");
+        assert_eq!(reply.header("x-ratelimit-shadow"), Some("\"search\""));
+        assert_eq!(reply.number("x-ratelimit-remaining"), 0);
+        assert_eq!(reply.header("retry-after"), None);
+    }
+    // Counted as when enforcing: the five admitted requests, not the two over the limit.
+    let mut con = server.con().await;
+    let state: String = redis::cmd("GET")
+        .arg("ratelimit:search:ip:127.0.0.1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // `s:<window>:<previous>:<current>`; a window may have turned during the test.
+    let counts: Vec<u64> = state
+        .split(':')
+        .skip(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 5, "{state}");
 }
 
 #[tokio::test]

@@ -39,6 +39,13 @@ pub fn closed_port() -> u16 {
     ratelimit_testkit::free_port(false)
 }
 
+/// A store for `config` that Redis has answered: the backend is detected.
+pub async fn connected(config: ratelimit_client::Config) -> ratelimit_client::RedisStore {
+    let store = ratelimit_client::RedisStore::new(config).expect("a valid configuration");
+    store.ping().await.expect("Redis answers");
+    store
+}
+
 /// The binary of this package's example `name`, built with `features` when it is missing or
 /// older than the sources (see [`ratelimit_testkit::example::binary`]).
 pub fn example(name: &str, features: &[&str]) -> PathBuf {
