@@ -278,3 +278,74 @@ fn a_store_needs_a_runtime() {
     let error = RedisStore::new(Config::new("redis://127.0.0.1:1/")).unwrap_err();
     assert!(error.is_invalid_config(), "{error}");
 }
+
+/// Waiting instead of refusing: `check_or_wait` sleeps the decision's `retry_after` and
+/// checks again, gives up when the wait would pass its maximum, and never waits for a request
+/// that cannot fit.
+#[tokio::test]
+async fn check_or_wait_waits_for_an_admission() {
+    let server = Server::start(true);
+    let store = connect(Config::new(server.url())).await;
+    let second = Limit::fixed(1, Duration::from_secs(1)).unwrap();
+    assert!(store.check("job", &second, 1).await.unwrap().is_admitted());
+    let waited = store
+        .check_or_wait("job", &second, 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (waited.outcome, waited.backend),
+        (Outcome::Admitted, Backend::Module)
+    );
+
+    let hour = Limit::fixed(1, Duration::from_secs(3600)).unwrap();
+    assert!(store.check("slow", &hour, 1).await.unwrap().is_admitted());
+    let gave_up = store
+        .check_or_wait("slow", &hour, 1, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(
+        matches!(gave_up.outcome, Outcome::RetryAfter(wait) if wait > Duration::from_secs(3000))
+    );
+    assert!(!gave_up.allowed());
+
+    let never = store
+        .check_or_wait("big", &hour, 2, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(never.outcome, Outcome::CannotFit);
+}
+
+/// Shadow mode: every decision is made and counted as usual, and reported, but none refuses.
+#[tokio::test]
+async fn shadow_mode_counts_but_never_refuses() {
+    for module in [true, false] {
+        let server = Server::start(module);
+        let store = connect(Config::new(server.url()).shadow(true)).await;
+        let two = limit(2);
+        let decisions = [
+            store.check("k", &two, 1).await.unwrap(),
+            store.check("k", &two, 1).await.unwrap(),
+            store.check("k", &two, 1).await.unwrap(),
+        ];
+        assert!(decisions.iter().all(|d| d.allowed() && !d.enforced));
+        assert_eq!(
+            decisions.map(|d| d.is_shadow_denial()),
+            [false, false, true]
+        );
+        assert!(matches!(decisions[2].outcome, Outcome::RetryAfter(_)));
+        // A shadow denial spends nothing, as an enforced one: the count is 2.
+        let mut con = server.con().await;
+        let count: u64 = redis::cmd("GET")
+            .arg("ratelimit:k")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(count, 2);
+        // It never waits.
+        let at_once = store
+            .check_or_wait("k", &two, 1, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert!(at_once.allowed() && at_once.is_shadow_denial());
+    }
+}
