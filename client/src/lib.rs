@@ -1,7 +1,15 @@
-//! Client for the redis-ratelimit module: rate limits in Redis, with a Lua fallback of
-//! identical meaning and a failure policy for when Redis is out.
-//!
-//! [`RedisStore`] is the entry point; the `tower` feature adds an HTTP middleware.
+// The crate's front page is its README, so that the guide and its snippets are one text,
+// compiled as doctests. Its HTTP part needs the `tower` feature (docs.rs builds with all
+// features); without it, the front page is a pointer to the guide.
+#![cfg_attr(feature = "tower", doc = include_str!("../README.md"))]
+#![cfg_attr(
+    not(feature = "tower"),
+    doc = "Client for the redis-ratelimit module: rate limits in Redis, with a Lua fallback of \
+           identical meaning and a failure policy for when Redis is out.\n\n\
+           [`RedisStore`] is the entry point. The guide, `client/README.md`, is this crate's \
+           front page when it is documented with the `tower` feature (as on docs.rs): \
+           `cargo doc -p ratelimit-client --features tower --open`."
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 

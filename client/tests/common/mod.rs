@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod http;
 
 #[allow(unused_imports)]
 pub use ratelimit_testkit::module_path;
