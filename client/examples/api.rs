@@ -8,35 +8,43 @@
 //!
 //! | route | policies |
 //! |---|---|
-//! | `GET /search` | `search`: 5 per 10 s, sliding window |
-//! | `POST /upload` | `upload`: 2 per minute, GCRA with a burst of 2; and `upload-hourly`: 10 per hour |
+//! | `GET /search` | `search`: 5 per 10 s per address, sliding window; and `search-key`: 3 per 10 s per `X-Api-Key`, when the request has one |
+//! | `POST /upload` | `upload`: 2 per minute per address, GCRA with a burst of 2; and `upload-hourly`: 10 per hour per address |
+//! | anything else | `other`: 60 per minute per address |
 //!
-//! Each client is limited by its `X-Api-Key` header when it sends one, else by its IP address.
+//! Every client is limited by its IP address, and an API key as well: a client that invents a
+//! new key for each request still meets its address's limit. (A real API would count a key only
+//! once it has checked it.)
+//!
 //! Redis is `REDIS_URL` (default `redis://127.0.0.1:6379`), with the other `RATELIMIT_*`
-//! variables of [`Config::from_env`]. The store is opened without waiting for Redis, so the API
+//! variables of [`Config::from_env`]. The store starts without waiting for Redis, so the API
 //! serves even while Redis is down: the failure policy (`RATELIMIT_ON_FAILURE`, default
-//! `local`) decides until it is back.
+//! `local`) decides until it is back. With `--shadow`, nothing is refused: a request over its
+//! limit is served, with `X-RateLimit-Shadow`.
 
 use axum::extract::ConnectInfo;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::{get, post};
 use axum::Router;
-use ratelimit_client::tower::{ClientIp, Header, KeyExtractor, Policy, RateLimitLayer};
-use ratelimit_client::{Algorithm, Config, Limit, RedisStore};
+use ratelimit_client::tower::{ClientIp, Header, Policy, RateLimitLayer};
+use ratelimit_client::{Config, Error, Limit, RedisStore};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: api [--port N]
+const USAGE: &str = "usage: api [--port N] [--shadow]
 
   --port N   the port to listen on, on 127.0.0.1 (default 8080)
+  --shadow   decide and count, but refuse nothing (shadow mode)
 
 Environment: REDIS_URL (default redis://127.0.0.1:6379), RATELIMIT_PREFIX, RATELIMIT_ON_FAILURE, ...";
 
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
-fn parse_port(mut args: impl Iterator<Item = String>) -> Result<u16, String> {
+/// The port and whether to run in shadow mode.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(u16, bool), String> {
     let mut port = 8080;
+    let mut shadow = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => {
@@ -45,20 +53,18 @@ fn parse_port(mut args: impl Iterator<Item = String>) -> Result<u16, String> {
                     .parse()
                     .map_err(|_| format!("--port expects a port number, not '{value}'"))?;
             }
+            "--shadow" => shadow = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    Ok(port)
+    Ok((port, shadow))
 }
 
 /// The rate limiting layer: the routes, their policies, and who each request counts against.
-fn rate_limits(store: RedisStore) -> RateLimitLayer<RedisStore, impl KeyExtractor> {
-    let search = Limit::new(5, Duration::from_secs(10)).algorithm(Algorithm::Sliding);
-    let upload = Limit::new(2, Duration::from_secs(60))
-        .algorithm(Algorithm::Gcra)
-        .burst(2);
-    let upload_hourly = Limit::new(10, Duration::from_secs(3600));
+fn rate_limits(store: RedisStore) -> Result<RateLimitLayer<RedisStore, ClientIp>, Error> {
+    let ten_seconds = Duration::from_secs(10);
+    let minute = Duration::from_secs(60);
     // axum puts the peer address in `ConnectInfo`, served with
     // `into_make_service_with_connect_info`.
     let client_ip = ClientIp::new().peer_addr(|extensions| {
@@ -66,15 +72,23 @@ fn rate_limits(store: RedisStore) -> RateLimitLayer<RedisStore, impl KeyExtracto
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip())
     });
-    RateLimitLayer::new(store, Header::new("x-api-key").or(client_ip))
-        .route("/search", [Policy::new("search", search)])
+    Ok(RateLimitLayer::new(store, client_ip)
         .route(
-            "/upload",
+            "GET /search",
             [
-                Policy::new("upload", upload),
-                Policy::new("upload-hourly", upload_hourly),
+                Policy::new("search", Limit::sliding(5, ten_seconds)?),
+                Policy::new("search-key", Limit::sliding(3, ten_seconds)?)
+                    .subject(Header::new("x-api-key")),
             ],
         )
+        .route(
+            "POST /upload",
+            [
+                Policy::new("upload", Limit::gcra(2, minute)?.with_burst(2)?),
+                Policy::new("upload-hourly", Limit::fixed(10, 60 * minute)?),
+            ],
+        )
+        .default_route([Policy::new("other", Limit::fixed(60, minute)?)]))
 }
 
 async fn search() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
@@ -92,10 +106,10 @@ async fn upload() -> ([(axum::http::HeaderName, &'static str); 1], &'static str)
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::WARN)
+        .with_max_level(tracing::Level::INFO)
         .init();
-    let port = match parse_port(std::env::args().skip(1)) {
-        Ok(port) => port,
+    let (port, shadow) = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
         Err(message) => {
             if !message.is_empty() {
                 eprintln!("api: {message}");
@@ -114,8 +128,8 @@ async fn main() -> ExitCode {
     };
     let redis = config.masked_url().unwrap_or_default();
     let policy = config.get_on_failure();
-    let store = match RedisStore::open(config) {
-        Ok(store) => store,
+    let limits = match RedisStore::new(config).and_then(rate_limits) {
+        Ok(limits) => limits.shadow(shadow),
         Err(error) => {
             eprintln!("api: {error}");
             return ExitCode::FAILURE;
@@ -124,7 +138,7 @@ async fn main() -> ExitCode {
     let app = Router::new()
         .route("/search", get(search))
         .route("/upload", post(upload))
-        .layer(rate_limits(store));
+        .layer(limits);
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -135,7 +149,8 @@ async fn main() -> ExitCode {
     let address = listener
         .local_addr()
         .map_or(port.to_string(), |a| a.to_string());
-    println!("listening on http://{address} (Redis {redis}, failure policy {policy})");
+    let mode = if shadow { ", shadow mode" } else { "" };
+    println!("listening on http://{address} (Redis {redis}, failure policy {policy}{mode})");
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     match axum::serve(listener, service).await {
         Ok(()) => ExitCode::SUCCESS,

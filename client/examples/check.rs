@@ -6,11 +6,13 @@
 //! ```
 //!
 //! The key is stored under the prefix (`RATELIMIT_PREFIX`, default `ratelimit:`). With Redis
-//! unreachable, the failure policy answers; warnings go to stderr.
+//! unreachable, the failure policy answers; warnings go to stderr. A key that holds other data
+//! (a list, another algorithm's state) is an error, on stderr, with exit status 1.
 
-use ratelimit_client::{Algorithm, Config, Decision, FailurePolicy, Limit, RedisStore};
+use ratelimit_client::{
+    parse_period, Algorithm, Config, Decision, FailurePolicy, Limit, RedisStore,
+};
 use std::process::ExitCode;
-use std::time::Duration;
 
 const USAGE: &str = "usage: check [--url URL] --limit N --period P [--algorithm A] [--burst N] \
 [--cost N] [--check-only] [--repeat N] [--on-failure local|allow|deny] KEY
@@ -57,10 +59,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--url" => url = Some(value("--url")?),
             "--limit" => limit = Some(number("--limit", value("--limit")?)?),
             "--period" => {
-                let text = value("--period")?;
-                let ms = ratelimit_core::parse::period_ms(text.as_bytes())
-                    .ok_or(format!("invalid period '{text}'"))?;
-                period = Some(Duration::from_millis(ms));
+                period = Some(parse_period(&value("--period")?).map_err(|e| e.to_string())?)
             }
             "--algorithm" => {
                 let text = value("--algorithm")?;
@@ -82,16 +81,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     let mut limit = Limit::new(
+        algorithm,
         limit.ok_or("--limit is required")?,
         period.ok_or("--period is required")?,
     )
-    .algorithm(algorithm);
+    .map_err(|error| error.to_string())?;
     if let Some(burst) = burst {
-        limit = limit.burst(burst);
+        limit = limit.with_burst(burst).map_err(|error| error.to_string())?;
     }
-    limit
-        .to_core()
-        .map_err(|error| format!("invalid limit: {error}"))?;
     let url = url
         .or_else(|| std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string());
@@ -111,11 +108,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
 fn to_json(decision: &Decision) -> String {
     format!(
         "{{\"allowed\":{},\"limit\":{},\"remaining\":{},\"reset_after_ms\":{},\"retry_after_ms\":{},\"backend\":\"{}\"}}",
-        decision.allowed,
+        decision.is_admitted(),
         decision.limit,
         decision.remaining,
         decision.reset_after_ms(),
-        decision.retry_after_ms(),
+        decision.outcome.retry_after_ms(),
         decision.backend
     )
 }
@@ -148,8 +145,8 @@ async fn main() -> ExitCode {
     if let Some(policy) = args.on_failure {
         config = config.on_failure(policy);
     }
-    // `open`, not `connect`: with Redis down, the failure policy still answers.
-    let store = match RedisStore::open(config) {
+    // With Redis down, the store still answers, from the failure policy.
+    let store = match RedisStore::new(config) {
         Ok(store) => store,
         Err(error) => {
             eprintln!("error: {error}");
@@ -162,7 +159,13 @@ async fn main() -> ExitCode {
         } else {
             store.check(&args.key, &args.limit, args.cost).await
         };
-        println!("{}", to_json(&decision));
+        match decision {
+            Ok(decision) => println!("{}", to_json(&decision)),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     ExitCode::SUCCESS
 }

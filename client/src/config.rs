@@ -18,7 +18,7 @@ pub const DEFAULT_REDETECT_INTERVAL: Duration = Duration::from_secs(30);
 /// The default capacity of the in-memory limiter used by [`FailurePolicy::Local`].
 pub const DEFAULT_LOCAL_MAX_ENTRIES: usize = 100_000;
 
-/// What the checks answer while Redis is unreachable.
+/// What answers the checks while Redis is out (unreachable, or unable to serve).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum FailurePolicy {
     /// Decide with the in-memory limiter: the same algorithms, counted per process.
@@ -86,6 +86,7 @@ pub struct Config {
     pub(crate) breaker: BreakerConfig,
     pub(crate) redetect_interval: Duration,
     pub(crate) local_max_entries: usize,
+    pub(crate) shadow: bool,
 }
 
 impl Default for Config {
@@ -101,6 +102,7 @@ impl Default for Config {
             breaker: BreakerConfig::default(),
             redetect_interval: DEFAULT_REDETECT_INTERVAL,
             local_max_entries: DEFAULT_LOCAL_MAX_ENTRIES,
+            shadow: false,
         }
     }
 }
@@ -118,6 +120,7 @@ impl fmt::Debug for Config {
             .field("breaker", &self.breaker)
             .field("redetect_interval", &self.redetect_interval)
             .field("local_max_entries", &self.local_max_entries)
+            .field("shadow", &self.shadow)
             .finish()
     }
 }
@@ -156,6 +159,7 @@ impl Config {
     /// | `RATELIMIT_CONNECT_TIMEOUT_MS` | the connect timeout, in milliseconds | 250 |
     /// | `RATELIMIT_RESPONSE_TIMEOUT_MS` | the response timeout, in milliseconds | 250 |
     /// | `RATELIMIT_ON_FAILURE` | `local`, `allow` or `deny` | `local` |
+    /// | `RATELIMIT_SHADOW` | `true` or `false` (`1`, `0`): shadow mode, see [`Config::shadow`] | `false` |
     ///
     /// Fails with [`Error::InvalidConfig`] when a variable is set to an invalid value (an empty
     /// one counts as unset), or when both `REDIS_URL` and `REDIS_CLUSTER_NODES` are set.
@@ -199,6 +203,17 @@ impl Config {
         }
         if let Some(policy) = get("RATELIMIT_ON_FAILURE") {
             config.on_failure = policy.parse()?;
+        }
+        if let Some(shadow) = get("RATELIMIT_SHADOW") {
+            config.shadow = match shadow.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => {
+                    return Err(Error::InvalidConfig(format!(
+                        "RATELIMIT_SHADOW='{shadow}': expected true or false"
+                    )))
+                }
+            };
         }
         Ok(config)
     }
@@ -245,7 +260,7 @@ impl Config {
         self
     }
 
-    /// Sets what the checks answer while Redis is unreachable (default [`FailurePolicy::Local`]).
+    /// Sets what answers the checks while Redis is out (default [`FailurePolicy::Local`]).
     pub fn on_failure(mut self, policy: FailurePolicy) -> Config {
         self.on_failure = policy;
         self
@@ -261,6 +276,17 @@ impl Config {
     /// so that a module loaded after the client started is used.
     pub fn redetect_interval(mut self, interval: Duration) -> Config {
         self.redetect_interval = interval;
+        self
+    }
+
+    /// Sets shadow mode (default off): the checks decide and count as usual, and log each
+    /// denial, but let every request through. Each [`crate::Decision`] then has
+    /// `enforced: false`, so [`crate::Decision::allowed`] holds, and its `outcome` tells what
+    /// would have happened. A denied request spends nothing, as when enforcing, so the counts
+    /// are those that enforcing would keep. Use it to roll out a new limit safely: watch the
+    /// denials it would cause, then turn it off.
+    pub fn shadow(mut self, shadow: bool) -> Config {
+        self.shadow = shadow;
         self
     }
 
@@ -318,6 +344,11 @@ impl Config {
     /// The failure policy.
     pub fn get_on_failure(&self) -> FailurePolicy {
         self.on_failure
+    }
+
+    /// Whether shadow mode is on.
+    pub fn is_shadow(&self) -> bool {
+        self.shadow
     }
 
     /// Checks the values that cannot work, and answers where to connect.
@@ -395,6 +426,7 @@ mod tests {
             ("RATELIMIT_CONNECT_TIMEOUT_MS", "100"),
             ("RATELIMIT_RESPONSE_TIMEOUT_MS", "50"),
             ("RATELIMIT_ON_FAILURE", "Deny"),
+            ("RATELIMIT_SHADOW", "true"),
         ])
         .unwrap();
         assert_eq!(config.get_url(), Some("redis://:pw@host:1/"));
@@ -402,6 +434,7 @@ mod tests {
         assert_eq!(config.connect_timeout, Duration::from_millis(100));
         assert_eq!(config.response_timeout, Duration::from_millis(50));
         assert_eq!(config.get_on_failure(), FailurePolicy::Deny);
+        assert!(config.is_shadow());
         assert!(!format!("{config:?}").contains("pw"));
         assert_eq!(from(&[("REDIS_URL", "")]).unwrap().get_url(), None);
     }
@@ -450,6 +483,7 @@ mod tests {
             [("RATELIMIT_CONNECT_TIMEOUT_MS", "0")],
             [("RATELIMIT_RESPONSE_TIMEOUT_MS", "fast")],
             [("RATELIMIT_ON_FAILURE", "maybe")],
+            [("RATELIMIT_SHADOW", "maybe")],
         ] {
             assert!(from(&vars).unwrap_err().is_invalid_config(), "{vars:?}");
         }

@@ -1,47 +1,41 @@
-//! Client for the redis-ratelimit module: rate limits in Redis, with a Lua fallback of
-//! identical meaning and an in-memory fallback for when Redis is unreachable.
-//!
-//! [`RedisStore`] is the entry point. It sends each request to the module's
-//! `RATELIMIT.CHECK`/`QUOTA`/`RESET` when the server has them, otherwise to a Lua script with
-//! the same contract and storage format ([`script`]); while Redis is unreachable, the
-//! [`FailurePolicy`] answers: the in-memory limiter ([`local`]), or fail open, or fail closed.
-//! A circuit breaker ([`breaker`]) keeps the calls off a dead Redis. Every [`Decision`] names
-//! the [`Backend`] that produced it.
-//!
-//! ```no_run
-//! use ratelimit_client::{Config, Limit, RedisStore};
-//! use std::time::Duration;
-//!
-//! # async fn example() {
-//! // REDIS_URL, RATELIMIT_PREFIX, ... from the environment; `None` (logged) without Redis.
-//! let store = RedisStore::from_env().await;
-//! // Or explicitly, starting even while Redis is down:
-//! let store = RedisStore::open(Config::new("redis://127.0.0.1:6379")).unwrap();
-//! let decision = store
-//!     .check("user:42:/search", &Limit::new(10, Duration::from_secs(60)), 1)
-//!     .await;
-//! println!("{} via {}", decision.allowed, decision.backend);
-//! # }
-//! ```
+// The crate's front page is its README, so that the guide and its snippets are one text,
+// compiled as doctests. Its HTTP part needs the `tower` feature (docs.rs builds with all
+// features); without it, the front page is a pointer to the guide.
+#![cfg_attr(feature = "tower", doc = include_str!("../README.md"))]
+#![cfg_attr(
+    not(feature = "tower"),
+    doc = "Client for the redis-ratelimit module: rate limits in Redis, with a Lua fallback of \
+           identical meaning and a failure policy for when Redis is out.\n\n\
+           [`RedisStore`] is the entry point. The guide, `client/README.md`, is this crate's \
+           front page when it is documented with the `tower` feature (as on docs.rs): \
+           `cargo doc -p ratelimit-client --features tower --open`."
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod breaker;
+mod command;
 pub mod config;
-pub mod decision;
-pub mod error;
-pub mod limit;
-pub mod local;
+mod decision;
+mod error;
+mod key;
+mod limit;
+mod local;
 pub mod mask;
-pub mod module;
-pub mod script;
-pub mod store;
+mod module;
+mod script;
+mod store;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use config::{Config, FailurePolicy};
-pub use decision::{Backend, Decision};
+pub use decision::{Backend, Decision, Outcome, Quota};
 pub use error::Error;
-pub use limit::Limit;
+pub use key::Key;
+pub use limit::{parse_period, Limit};
+pub use local::LocalLimiter;
 pub use ratelimit_core::Algorithm;
-pub use store::{Quota, RedisStore};
+pub use script::LUA_SCRIPT;
+pub use store::RedisStore;

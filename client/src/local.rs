@@ -1,5 +1,6 @@
-//! The in-memory limiter: [`ratelimit_core::decide`] with an in-process store, used when Redis is
-//! unreachable and the failure policy is `Local`.
+//! The in-process limiter: the contract's algorithms with an in-process store. The store
+//! answers with it while Redis is out and the failure policy is `Local`; it is also a limiter
+//! of its own for a single process (it implements the tower layer's `Limiter`).
 //!
 //! It gives exactly the decisions the module gives for the same requests at the same instants:
 //! each key keeps the core [`State`] and the absolute expiry that the module would write with
@@ -33,9 +34,13 @@
 //!   headroom over the keys expected to be active at once. Evicting a key forgets what it
 //!   spent: the cap is a memory guard against floods of distinct keys, not a cache.
 
+use crate::command::{Command, Reply};
+use crate::decision::{Backend, Decision};
+use crate::error::Error;
+use crate::limit::Limit;
 use foldhash::quality::RandomState;
 use hashbrown::HashTable;
-use ratelimit_core::{decide, quota, Change, Decision, Limit, State, Update, WrongAlgorithm};
+use ratelimit_core::{decide, quota, Change, State, Update, WrongAlgorithm, MAX_COUNT};
 use std::collections::VecDeque;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -146,73 +151,106 @@ impl LocalLimiter {
         }
     }
 
-    /// Decides one request of `cost` units on `key` at `now_us` (microseconds since the Unix
-    /// epoch) and, if it is admitted and not a dry run, spends its cost. Fails only when the
-    /// key's live state belongs to another algorithm than `limit`'s; nothing changes then.
+    /// Decides one request of `cost` units on `key` and, if it is admitted, spends its cost.
+    /// The time is the wall clock as it was when the limiter was made, carried forward by a
+    /// monotonic clock.
+    ///
+    /// Fails when `cost` is above 10^15, or when the key's live state belongs to another
+    /// algorithm than `limit`'s ([`Error::is_wrong_algorithm`]); nothing changes then.
+    pub fn check(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, Error> {
+        let decision = self.decide(key, limit.core(), valid_cost(cost)?, false, None)?;
+        Ok(Decision::from_core(decision, Backend::Local))
+    }
+
+    /// The decision a request of `cost` would get now, spending nothing. Fails as
+    /// [`LocalLimiter::check`] does.
+    pub fn check_dry_run(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, Error> {
+        let decision = self.decide(key, limit.core(), valid_cost(cost)?, true, None)?;
+        Ok(Decision::from_core(decision, Backend::Local))
+    }
+
+    /// [`LocalLimiter::check`] (or with `dry_run`, [`LocalLimiter::check_dry_run`]) at the
+    /// instant `now` instead of the limiter's clock: for tests and simulations that drive the
+    /// time themselves. Instants are counted in microseconds since the Unix epoch.
     pub fn check_at(
         &self,
         key: &str,
         limit: &Limit,
         cost: u64,
         dry_run: bool,
-        now_us: u64,
-    ) -> Result<Decision, WrongAlgorithm> {
-        let (hash, mut shard) = self.shard(key);
-        shard.check(Key(hash, key), limit, cost, dry_run, || now_us)
+        now: SystemTime,
+    ) -> Result<Decision, Error> {
+        let now_us = micros_since_epoch(now);
+        let decision = self.decide(key, limit.core(), valid_cost(cost)?, dry_run, Some(now_us))?;
+        Ok(Decision::from_core(decision, Backend::Local))
     }
 
-    /// [`LocalLimiter::check_at`] at the current time: the wall clock as it was when the
-    /// limiter was made, plus the time elapsed since on the monotonic clock.
-    pub fn check(
+    /// Deletes `key`'s state, as `RATELIMIT.RESET` does. Returns whether there was live
+    /// (unexpired) state.
+    pub fn reset(&self, key: &str) -> bool {
+        self.reset_at_us(key, self.clock.now_us())
+    }
+
+    /// [`LocalLimiter::reset`] at the instant `now`, as [`LocalLimiter::check_at`] takes it.
+    pub fn reset_at(&self, key: &str, now: SystemTime) -> bool {
+        self.reset_at_us(key, micros_since_epoch(now))
+    }
+
+    /// Answers `command` as the module would, on this process's state: the failure policy
+    /// `Local`. The command's arguments are valid (the store checks them).
+    pub(crate) fn run(&self, command: &Command<'_>) -> Result<Reply, Error> {
+        let decision = match *command {
+            Command::Check {
+                key,
+                limit,
+                cost,
+                dry_run,
+            } => self.decide(key, limit, cost, dry_run, None)?,
+            // As RATELIMIT.QUOTA answers: the standing now, for a request of cost 1.
+            Command::Quota { key, limit } => {
+                let (hash, mut shard) = self.shard(key);
+                shard.with_state(
+                    Key(hash, key),
+                    || self.clock.now_us(),
+                    |state, now_us| Ok((quota(limit, state, now_us, 1)?, Change::Keep)),
+                )?
+            }
+            Command::Reset { key } => return Ok(Reply::Reset(self.reset(key))),
+        };
+        Ok(Reply::Decision(decision))
+    }
+
+    /// Decides on the contract's terms, at `now_us` or by the limiter's clock.
+    fn decide(
         &self,
         key: &str,
-        limit: &Limit,
+        limit: &ratelimit_core::Limit,
         cost: u64,
         dry_run: bool,
-    ) -> Result<Decision, WrongAlgorithm> {
+        now_us: Option<u64>,
+    ) -> Result<ratelimit_core::Decision, WrongAlgorithm> {
         let (hash, mut shard) = self.shard(key);
-        // The clock is read once the key's entry is found: reading the CPU's counter waits for
-        // the instructions before it, so it costs least after the table's cache misses.
-        shard.check(Key(hash, key), limit, cost, dry_run, || self.clock.now_us())
+        let decide = |state: Option<&State>, now_us: u64| {
+            let outcome = decide(limit, state, now_us, cost, false)?;
+            let change = if dry_run {
+                Change::Keep
+            } else {
+                outcome.change
+            };
+            Ok((outcome.decision, change))
+        };
+        match now_us {
+            Some(now_us) => shard.with_state(Key(hash, key), || now_us, decide),
+            // The clock is read once the key's entry is found: reading the CPU's counter waits
+            // for the instructions before it, so it costs least after the table's cache misses.
+            None => shard.with_state(Key(hash, key), || self.clock.now_us(), decide),
+        }
     }
 
-    /// The standing now on `key`, as `RATELIMIT.QUOTA` answers it at `now_us`: what is left with
-    /// nothing spent, and whether a request of `cost` would be admitted. Changes nothing. Fails
-    /// only when the key's live state belongs to another algorithm than `limit`'s.
-    pub fn quota_at(
-        &self,
-        key: &str,
-        limit: &Limit,
-        cost: u64,
-        now_us: u64,
-    ) -> Result<Decision, WrongAlgorithm> {
-        let (hash, shard) = self.shard(key);
-        let key = Key(hash, key);
-        let state = shard
-            .entries
-            .find(key.0, |slot| slot.is(key))
-            .map(|slot| slot.entry)
-            .filter(|entry| entry.is_live(now_us / 1000))
-            .map(|entry| entry.state());
-        quota(limit, state.as_ref(), now_us, cost)
-    }
-
-    /// [`LocalLimiter::quota_at`] at the current time, as [`LocalLimiter::check`] reads it.
-    pub fn quota(&self, key: &str, limit: &Limit, cost: u64) -> Result<Decision, WrongAlgorithm> {
-        self.quota_at(key, limit, cost, self.clock.now_us())
-    }
-
-    /// Deletes `key`'s state, as `RATELIMIT.RESET` does at `now_us`. Returns whether there was
-    /// live (unexpired) state.
-    pub fn reset_at(&self, key: &str, now_us: u64) -> bool {
+    fn reset_at_us(&self, key: &str, now_us: u64) -> bool {
         let (hash, mut shard) = self.shard(key);
         let entry = shard.remove(Key(hash, key));
         entry.is_some_and(|entry| entry.is_live(now_us / 1000))
-    }
-
-    /// [`LocalLimiter::reset_at`] at the current time, as [`LocalLimiter::check`] reads it.
-    pub fn reset(&self, key: &str) -> bool {
-        self.reset_at(key, self.clock.now_us())
     }
 
     /// The number of stored entries, including expired ones that are not yet evicted. Never
@@ -264,11 +302,22 @@ fn lock(shard: &Padded) -> MutexGuard<'_, Shard> {
 
 /// The wall clock in microseconds since the Unix epoch; 0 before it.
 fn wall_clock_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
-        })
+    micros_since_epoch(SystemTime::now())
+}
+
+/// `time` in microseconds since the Unix epoch; 0 before it.
+fn micros_since_epoch(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+    })
+}
+
+/// `cost` if it is within the contract's range.
+pub(crate) fn valid_cost(cost: u64) -> Result<u64, Error> {
+    if cost > MAX_COUNT {
+        return Err(Error::InvalidCost(cost));
+    }
+    Ok(cost)
 }
 
 impl Entry {
@@ -290,36 +339,39 @@ impl Entry {
 }
 
 impl Shard {
-    /// Decides for `key` at the time `now` gives, in microseconds since the epoch.
-    fn check(
+    /// Runs `f` on `key`'s live state (`None` when absent or expired) at the time `now` gives,
+    /// in microseconds since the epoch, and makes the change it returns, as the module makes it
+    /// to the key. Every entry has an expiry, so only a store or a deletion can come back.
+    fn with_state<T>(
         &mut self,
         key: Key<&str>,
-        limit: &Limit,
-        cost: u64,
-        dry_run: bool,
         now: impl FnOnce() -> u64,
-    ) -> Result<Decision, WrongAlgorithm> {
+        f: impl FnOnce(Option<&State>, u64) -> Result<(T, Change), WrongAlgorithm>,
+    ) -> Result<T, WrongAlgorithm> {
         let found = self.entries.find_mut(key.0, |slot| slot.is(key));
         let now_us = now();
         let now_ms = now_us / 1000;
         if let Some(slot) = found {
             let entry = &mut slot.entry;
             if entry.is_live(now_ms) {
-                let outcome = decide(limit, Some(&entry.state()), now_us, cost, false)?;
-                // Every entry has an expiry: only a store can change it.
-                if let (Change::Store(update), false) = (outcome.change, dry_run) {
-                    *entry = Entry::from_update(update);
+                let (answer, change) = f(Some(&entry.state()), now_us)?;
+                match change {
+                    Change::Store(update) => *entry = Entry::from_update(update),
+                    Change::Delete => {
+                        self.remove(key);
+                    }
+                    Change::Keep | Change::Expire(_) => {}
                 }
-                return Ok(outcome.decision);
+                return Ok(answer);
             }
             // Expired: absent, and a new state must take a new place in the insertion order.
             self.remove(key);
         }
-        let outcome = decide(limit, None, now_us, cost, false)?;
-        if let (Change::Store(update), false) = (outcome.change, dry_run) {
+        let (answer, change) = f(None, now_us)?;
+        if let Change::Store(update) = change {
             self.insert(key, Entry::from_update(update), now_ms);
         }
-        Ok(outcome.decision)
+        Ok(answer)
     }
 
     fn insert(&mut self, key: Key<&str>, entry: Entry, now_ms: u64) {

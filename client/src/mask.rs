@@ -1,7 +1,8 @@
 //! Masking for logs: user IDs, keys and credentials never appear in clear.
 //!
-//! Every log line of this crate that names a subject goes through these functions. They are
-//! public so that an application can log the same way.
+//! Every log line of this crate that names a subject goes through these functions (a
+//! [`crate::Key`] shows its scope and masks its subject with [`mask_id`]). They are public so
+//! that an application can log the same way.
 
 /// What replaces the hidden part. Always four characters, so the length of the hidden part does
 /// not show.

@@ -1,13 +1,14 @@
-//! The module's backend: `RATELIMIT.CHECK`, `RATELIMIT.QUOTA` and `RATELIMIT.RESET`, and the
-//! detection of whether the module is loaded.
+//! The module's backend: the `RATELIMIT.*` commands, and the detection of whether the module
+//! is loaded.
 
+use crate::command::{Command, Reply};
 use ratelimit_core::{Algorithm, Decision, Limit};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, Value};
 
 /// Whether the server has the module's commands: `COMMAND INFO ratelimit.check` answers a nil
 /// entry for an unknown command (Redis 6.2, 7.x and Valkey alike).
-pub async fn detect<C: ConnectionLike + Send>(conn: &mut C) -> RedisResult<bool> {
+pub(crate) async fn detect<C: ConnectionLike + Send>(conn: &mut C) -> RedisResult<bool> {
     let reply: Value = redis::cmd("COMMAND")
         .arg("INFO")
         .arg("ratelimit.check")
@@ -19,49 +20,45 @@ pub async fn detect<C: ConnectionLike + Send>(conn: &mut C) -> RedisResult<bool>
     })
 }
 
-/// `RATELIMIT.CHECK key limit period [ALGORITHM a] [BURST n] COST cost [DRYRUN]`: decides one
-/// request and, if it is admitted and not a dry run, spends its cost.
+/// Runs `command` as the module's command of the same name.
 ///
 /// Fails with the server's error when the key holds another type (`WRONGTYPE`), another
 /// algorithm's state or a value that is no limiter state, when the module is not loaded
 /// (`ERR unknown command`), and on any connection error.
-pub async fn check<C: ConnectionLike + Send>(
+pub(crate) async fn run<C: ConnectionLike + Send>(
     conn: &mut C,
-    key: &str,
-    limit: &Limit,
-    cost: u64,
-    dry_run: bool,
-) -> RedisResult<Decision> {
-    let mut command = limit_command("RATELIMIT.CHECK", key, limit);
-    command.arg("COST").arg(cost);
-    if dry_run {
-        command.arg("DRYRUN");
+    command: &Command<'_>,
+) -> RedisResult<Reply> {
+    match *command {
+        Command::Check {
+            key,
+            limit,
+            cost,
+            dry_run,
+        } => {
+            let mut cmd = limit_command("RATELIMIT.CHECK", key, limit);
+            cmd.arg("COST").arg(cost);
+            if dry_run {
+                cmd.arg("DRYRUN");
+            }
+            decide(conn, cmd).await
+        }
+        Command::Quota { key, limit } => {
+            decide(conn, limit_command("RATELIMIT.QUOTA", key, limit)).await
+        }
+        Command::Reset { key } => {
+            let deleted: i64 = redis::cmd("RATELIMIT.RESET")
+                .arg(key)
+                .query_async(conn)
+                .await?;
+            Ok(Reply::Reset(deleted == 1))
+        }
     }
+}
+
+async fn decide<C: ConnectionLike + Send>(conn: &mut C, command: Cmd) -> RedisResult<Reply> {
     let reply: Vec<i64> = command.query_async(conn).await?;
-    decision_from_reply(&reply)
-}
-
-/// `RATELIMIT.QUOTA key limit period [ALGORITHM a] [BURST n]`: the decision a request of cost 1
-/// would get, without writing. Fails as [`check`] does.
-pub async fn quota<C: ConnectionLike + Send>(
-    conn: &mut C,
-    key: &str,
-    limit: &Limit,
-) -> RedisResult<Decision> {
-    let reply: Vec<i64> = limit_command("RATELIMIT.QUOTA", key, limit)
-        .query_async(conn)
-        .await?;
-    decision_from_reply(&reply)
-}
-
-/// `RATELIMIT.RESET key`: deletes the limiter's state; answers whether there was one. Fails,
-/// deleting nothing, when the key is no limiter (another type, or a string no algorithm wrote).
-pub async fn reset<C: ConnectionLike + Send>(conn: &mut C, key: &str) -> RedisResult<bool> {
-    let deleted: i64 = redis::cmd("RATELIMIT.RESET")
-        .arg(key)
-        .query_async(conn)
-        .await?;
-    Ok(deleted == 1)
+    Ok(Reply::Decision(decision_from_reply(&reply)?))
 }
 
 /// `name key limit <period>ms ALGORITHM a [BURST n]`.
@@ -81,7 +78,7 @@ fn limit_command(name: &str, key: &str, limit: &Limit) -> Cmd {
 
 /// Reads the reply `[allowed, limit, remaining, reset_after_ms, retry_after_ms]` of
 /// `RATELIMIT.CHECK`/`QUOTA`, and of the Lua script, which replies the same.
-pub fn decision_from_reply(reply: &[i64]) -> RedisResult<Decision> {
+pub(crate) fn decision_from_reply(reply: &[i64]) -> RedisResult<Decision> {
     let unexpected = || {
         RedisError::from((
             ErrorKind::UnexpectedReturnType,

@@ -15,171 +15,89 @@
 //! The clock is the server's `TIME`, in whole milliseconds on servers older than Redis 7.2, as
 //! the module reads it there, so that the module and the script see the same instants.
 
-use ratelimit_core::{Algorithm, Decision, Limit, MAX_COUNT};
-use redis::aio::ConnectionLike;
-use redis::{ErrorKind, RedisError, RedisResult, Script};
-
+use crate::command::{Command, Reply};
 use crate::module::decision_from_reply;
+use ratelimit_core::{Algorithm, Limit};
+use redis::aio::ConnectionLike;
+use redis::{RedisResult, Script};
 
-/// The script: the parts of `lua/bundle.txt`, concatenated by `make lua`. Public only for
-/// tests, which run it with extra arguments.
-#[doc(hidden)]
-pub const SOURCE: &str = include_str!("../lua/ratelimit.lua");
+/// The Lua fallback, `client/lua/ratelimit.lua`: the `RATELIMIT.*` commands as one script for
+/// servers without the module, with the module's decisions, replies, errors and storage
+/// format. Its header documents its arguments. Other clients can load it too (see the
+/// project's README): `SCRIPT LOAD` it once, then `EVALSHA <sha1> 1 <key> check FIXED 10
+/// 60000 0 1 0`.
+pub const LUA_SCRIPT: &str = include_str!("../lua/ratelimit.lua");
 
-/// The latest clock the scripts accept, 2^53 - 1 microseconds (the year 2255): Lua numbers are
-/// exact integers only below 2^53.
-const MAX_NOW_US: u64 = (1 << 53) - 1;
-
-/// Runs the rate limiter as Lua scripts inside Redis, with the module's exact contract.
+/// Runs the commands as the Lua script inside Redis, with the module's exact contract.
 ///
-/// It holds the script; it is cheap to clone and can be shared by every connection.
+/// It holds the script (its SHA1 computed once); it is cheap to clone.
 #[derive(Debug, Clone)]
-pub struct ScriptBackend {
+pub(crate) struct ScriptBackend {
     script: Script,
 }
 
-impl Default for ScriptBackend {
-    fn default() -> ScriptBackend {
-        ScriptBackend::new()
+impl ScriptBackend {
+    /// Prepares the script; nothing is sent to the server yet.
+    pub(crate) fn new() -> ScriptBackend {
+        ScriptBackend {
+            script: Script::new(LUA_SCRIPT),
+        }
+    }
+
+    /// Runs `command` with the script, at the server's clock (`TIME`).
+    ///
+    /// Fails with the server's error when the key holds another type (`WRONGTYPE`), another
+    /// algorithm's state or a value that is no limiter state (the module's `ERR` messages),
+    /// and on any connection error.
+    pub(crate) async fn run<C>(&self, conn: &mut C, command: &Command<'_>) -> RedisResult<Reply>
+    where
+        C: ConnectionLike + Send,
+    {
+        let mut invocation = self.script.key(command.key());
+        for arg in arguments(command) {
+            invocation.arg(arg);
+        }
+        match command {
+            Command::Check { .. } | Command::Quota { .. } => {
+                let reply: Vec<i64> = invocation.invoke_async(conn).await?;
+                Ok(Reply::Decision(decision_from_reply(&reply)?))
+            }
+            Command::Reset { .. } => {
+                let deleted: i64 = invocation.invoke_async(conn).await?;
+                Ok(Reply::Reset(deleted == 1))
+            }
+        }
     }
 }
 
-impl ScriptBackend {
-    /// Prepares the script (computes its SHA1); nothing is sent to the server yet.
-    pub fn new() -> ScriptBackend {
-        ScriptBackend {
-            script: Script::new(SOURCE),
-        }
-    }
-
-    /// Decides one request of `cost` units on `key`, at the server's clock (`TIME`), as
-    /// `RATELIMIT.CHECK` does; with `dry_run`, or when the request is denied or costs 0, nothing
-    /// is written. `RATELIMIT.QUOTA` is this call with cost 1 and `dry_run`.
-    ///
-    /// Fails with the server's error when the key holds another type (`WRONGTYPE`), another
-    /// algorithm's state or a value that is no limiter state (the module's `ERR` messages), when
-    /// `cost` exceeds 10^15, and on any connection error.
-    pub async fn check<C>(
-        &self,
-        conn: &mut C,
-        key: &str,
-        limit: &Limit,
-        cost: u64,
-        dry_run: bool,
-    ) -> RedisResult<Decision>
-    where
-        C: ConnectionLike + Send,
-    {
-        self.run_check(conn, key, limit, cost, dry_run, None).await
-    }
-
-    /// For tests only: [`ScriptBackend::check`] at the clock `now_us` (microseconds since the
-    /// epoch, at most 2^53 - 1) instead of the server's `TIME`. Redis still expires keys by its
-    /// own clock.
-    #[doc(hidden)]
-    pub async fn check_at<C>(
-        &self,
-        conn: &mut C,
-        key: &str,
-        limit: &Limit,
-        cost: u64,
-        dry_run: bool,
-        now_us: u64,
-    ) -> RedisResult<Decision>
-    where
-        C: ConnectionLike + Send,
-    {
-        if now_us > MAX_NOW_US {
-            return Err(RedisError::from((
-                ErrorKind::Client,
-                "the script's clock must be below 2^53 microseconds",
-            )));
-        }
-        self.run_check(conn, key, limit, cost, dry_run, Some(now_us))
-            .await
-    }
-
-    /// The standing now on `key`, as `RATELIMIT.QUOTA` answers it: what is left with nothing
-    /// spent, and whether a request of `cost` would be admitted. Writes nothing. Fails as
-    /// [`ScriptBackend::check`] does.
-    pub async fn quota<C>(
-        &self,
-        conn: &mut C,
-        key: &str,
-        limit: &Limit,
-        cost: u64,
-    ) -> RedisResult<Decision>
-    where
-        C: ConnectionLike + Send,
-    {
+/// The script's `ARGV` for `command`: `check|quota algorithm limit period_ms burst cost flags`
+/// (burst 0 for FIXED and SLIDING; flags 1 for a dry run), or `reset`.
+fn arguments(command: &Command<'_>) -> Vec<String> {
+    let decide = |word: &str, limit: &Limit, cost: u64, dry_run: bool| {
         let burst = match limit.algorithm() {
             Algorithm::Gcra => limit.burst(),
             _ => 0,
         };
-        let reply: Vec<i64> = self
-            .script
-            .key(key)
-            .arg("quota")
-            .arg(limit.algorithm().name())
-            .arg(limit.limit())
-            .arg(limit.period_ms())
-            .arg(burst)
-            .arg(cost.min(MAX_COUNT))
-            .arg(0)
-            .invoke_async(conn)
-            .await?;
-        decision_from_reply(&reply)
-    }
-
-    /// Deletes the limiter's state on `key`, of any algorithm, as `RATELIMIT.RESET` does.
-    /// Answers whether there was one.
-    ///
-    /// Fails, deleting nothing, when the key holds another type (`WRONGTYPE`) or a string that is
-    /// no limiter state, and on any connection error.
-    pub async fn reset<C>(&self, conn: &mut C, key: &str) -> RedisResult<bool>
-    where
-        C: ConnectionLike + Send,
-    {
-        let deleted: i64 = self.script.key(key).arg("reset").invoke_async(conn).await?;
-        Ok(deleted == 1)
-    }
-
-    async fn run_check<C>(
-        &self,
-        conn: &mut C,
-        key: &str,
-        limit: &Limit,
-        cost: u64,
-        dry_run: bool,
-        now_us: Option<u64>,
-    ) -> RedisResult<Decision>
-    where
-        C: ConnectionLike + Send,
-    {
-        if cost > MAX_COUNT {
-            return Err(RedisError::from((
-                ErrorKind::Client,
-                "invalid cost: expected an integer from 0 to 1000000000000000",
-            )));
-        }
-        let burst = match limit.algorithm() {
-            Algorithm::Gcra => limit.burst(),
-            _ => 0,
-        };
-        let mut invocation = self.script.key(key);
-        invocation
-            .arg("check")
-            .arg(limit.algorithm().name())
-            .arg(limit.limit())
-            .arg(limit.period_ms())
-            .arg(burst)
-            .arg(cost)
-            .arg(u8::from(dry_run));
-        if let Some(now_us) = now_us {
-            invocation.arg(now_us);
-        }
-        let reply: Vec<i64> = invocation.invoke_async(conn).await?;
-        decision_from_reply(&reply)
+        vec![
+            word.to_string(),
+            limit.algorithm().name().to_string(),
+            limit.limit().to_string(),
+            limit.period_ms().to_string(),
+            burst.to_string(),
+            cost.to_string(),
+            u8::from(dry_run).to_string(),
+        ]
+    };
+    match *command {
+        Command::Check {
+            limit,
+            cost,
+            dry_run,
+            ..
+        } => decide("check", limit, cost, dry_run),
+        // The request QUOTA answers for: one unit, as the module's QUOTA without COST.
+        Command::Quota { limit, .. } => decide("quota", limit, 1, true),
+        Command::Reset { .. } => vec!["reset".to_string()],
     }
 }
 
@@ -204,10 +122,35 @@ mod tests {
             })
             .collect();
         assert!(
-            parts == SOURCE,
+            parts == LUA_SCRIPT,
             "lua/ratelimit.lua is not the concatenation of the parts in lua/bundle.txt: run `make lua`"
         );
-        assert!(SOURCE.contains("local function bn_divmod"));
-        assert!(SOURCE.contains("redis.call('SET', key, change[2], 'PXAT'"));
+        assert!(LUA_SCRIPT.contains("local function bn_divmod"));
+        assert!(LUA_SCRIPT.contains("redis.call('SET', key, change[2], 'PXAT'"));
+    }
+
+    #[test]
+    fn passes_the_documented_arguments() {
+        let gcra = Limit::new(Algorithm::Gcra, 10, 1000, Some(3)).unwrap();
+        let fixed = Limit::new(Algorithm::Fixed, 10, 60_000, None).unwrap();
+        let check = Command::Check {
+            key: "k",
+            limit: &gcra,
+            cost: 2,
+            dry_run: true,
+        };
+        assert_eq!(
+            arguments(&check),
+            ["check", "GCRA", "10", "1000", "3", "2", "1"]
+        );
+        let quota = Command::Quota {
+            key: "k",
+            limit: &fixed,
+        };
+        assert_eq!(
+            arguments(&quota),
+            ["quota", "FIXED", "10", "60000", "0", "1", "1"]
+        );
+        assert_eq!(arguments(&Command::Reset { key: "k" }), ["reset"]);
     }
 }

@@ -4,160 +4,26 @@
 
 mod common;
 
+use common::http::Running;
 use common::{closed_port, Server};
-use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The example's binary, `target/<profile>/examples/api` for the profile of this test.
-/// `cargo test --features tower` builds it along with the tests; when it is missing or older
-/// than the sources, it is built with `cargo build --example api --features tower`.
-fn example() -> PathBuf {
-    common::example("api", &["tower"])
-}
-
-/// The running example; killed on `Drop`.
-struct Api {
-    child: Child,
-    port: u16,
-    log_path: PathBuf,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = fs::read_to_string(&self.log_path).unwrap_or_default();
-            eprintln!("the example's log:\n{log}");
-        }
-        let _ = fs::remove_file(&self.log_path);
-    }
-}
+/// The `api` example against `redis_url`, with `args`. `cargo test --features tower` builds it
+/// along with the tests; when it is missing or older than the sources, it is built with
+/// `cargo build --example api --features tower`.
+struct Api;
 
 impl Api {
-    /// Starts the example against `redis_url` on a free port, and waits until it listens.
-    fn start(redis_url: &str) -> Api {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let mut last_error = String::new();
-        // Another process may take the port between the probe and the bind: retry.
-        for _ in 0..5 {
-            // The example's log, in a file: a pipe that nobody reads could fill and block it.
-            let log_path = std::env::temp_dir().join(format!(
-                "ratelimit-api-example-{}-{}.log",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let log = fs::File::create(&log_path).expect("create the example's log");
-            let port = ratelimit_testkit::free_port(false);
-            let mut child = Command::new(example())
-                .args(["--port", &port.to_string()])
-                .env("REDIS_URL", redis_url)
-                .env_remove("RATELIMIT_PREFIX")
-                .env_remove("RATELIMIT_ON_FAILURE")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(log)
-                .spawn()
-                .expect("run the example");
-            let mut line = String::new();
-            let stdout = child.stdout.take().unwrap();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            if line.starts_with("listening on http://127.0.0.1:") {
-                return Api {
-                    child,
-                    port,
-                    log_path,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = fs::read_to_string(&log_path).unwrap_or_default();
-            let _ = fs::remove_file(&log_path);
-            last_error = format!("{line}{stderr}");
-        }
-        panic!("the example did not start: {last_error}");
+    fn start(redis_url: &str) -> Running {
+        Api::start_with(redis_url, &[])
     }
 
-    fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        http(self.port, "GET", path, headers)
-    }
-
-    fn post(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        http(self.port, "POST", path, headers)
-    }
-}
-
-/// A response as read off the wire.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    /// Names in lowercase, in the order received.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn number(&self, name: &str) -> u64 {
-        self.header(name)
-            .unwrap_or_else(|| panic!("no {name} in {self:?}"))
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} is not a number in {self:?}"))
-    }
-}
-
-/// One HTTP/1.1 request on a new connection, written by hand: the client is a socket, so the
-/// test sees exactly what the server sends.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the example");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Length: 0\r\n"
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read the response");
-    let text = String::from_utf8(raw).expect("a UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP/1.1 status line: {status_line}"));
-    let headers: Vec<(String, String)> = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').expect("a header line");
-            (name.trim().to_ascii_lowercase(), value.trim().to_string())
+    fn start_with(redis_url: &str, args: &[&str]) -> Running {
+        let binary = common::example("api", &["tower"]);
+        Running::start(binary, redis_url, |command, port| {
+            command.args(["--port", &port.to_string()]).args(args);
         })
-        .collect();
-    let reply = Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    };
-    assert_eq!(reply.header("transfer-encoding"), None, "{reply:?}");
-    assert_eq!(reply.number("content-length"), reply.body.len() as u64);
-    reply
+    }
 }
 
 fn unix_now() -> u64 {
@@ -285,17 +151,101 @@ async fn upload_checks_two_policies() {
     assert_eq!(api.get("/search", &[]).status, 200);
 }
 
+/// The address is limited always, and an API key as well: a client that invents a new key
+/// for each request still meets its address's limit.
 #[tokio::test]
-async fn an_api_key_has_its_own_quota() {
+async fn an_api_key_is_limited_as_well_as_the_address() {
     let server = Server::start(true);
     let api = Api::start(&server.url());
-    for _ in 0..5 {
-        assert_eq!(api.get("/search", &[]).status, 200);
+    for remaining in [2, 1, 0] {
+        let reply = api.get("/search", &[("X-Api-Key", "team-a")]);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"search\";q=5;w=10, \"search-key\";q=3;w=10")
+        );
+        assert_eq!(reply.number("x-ratelimit-remaining"), remaining);
     }
-    assert_eq!(api.get("/search", &[]).status, 429);
     let reply = api.get("/search", &[("X-Api-Key", "team-a")]);
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert!(reply
+        .body
+        .ends_with("\"violated-policies\":[\"search-key\"]}"));
+    // The denied request spent nothing on the address: 2 of its 5 are left.
+    let reply = api.get("/search", &[]);
     assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(reply.number("x-ratelimit-remaining"), 4);
+    assert_eq!(reply.number("x-ratelimit-remaining"), 1);
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some("\"search\";q=5;w=10")
+    );
+    // A new key each time does not escape the address's limit.
+    assert_eq!(
+        api.get("/search", &[("X-Api-Key", "invented-1")]).status,
+        200
+    );
+    let reply = api.get("/search", &[("X-Api-Key", "invented-2")]);
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert!(reply.body.ends_with("\"violated-policies\":[\"search\"]}"));
+}
+
+/// A route names its methods: a `GET` on the `POST` route is not counted against the upload
+/// policies (axum answers it 405), only against the default one.
+#[tokio::test]
+async fn a_request_the_route_does_not_serve_spends_nothing_of_its_quota() {
+    let server = Server::start(true);
+    let api = Api::start(&server.url());
+    for remaining in [59, 58, 57] {
+        let reply = api.get("/upload", &[]);
+        assert_eq!(reply.status, 405, "{reply:?}");
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"other\";q=60;w=60")
+        );
+        assert_eq!(reply.number("x-ratelimit-remaining"), remaining);
+    }
+    let reply = api.post("/upload", &[]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.number("x-ratelimit-remaining"), 1);
+    // Any other path has the default policy too.
+    let reply = api.get("/nowhere", &[]);
+    assert_eq!(reply.status, 404, "{reply:?}");
+    assert_eq!(reply.number("x-ratelimit-remaining"), 56);
+}
+
+/// In shadow mode nothing is refused: a request over the limit is served, and says which
+/// policy it exceeded.
+#[tokio::test]
+async fn shadow_mode_serves_and_reports() {
+    let server = Server::start(true);
+    let api = Api::start_with(&server.url(), &["--shadow"]);
+    for _ in 0..5 {
+        let reply = api.get("/search", &[]);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.header("x-ratelimit-shadow"), None);
+    }
+    for _ in 0..2 {
+        let reply = api.get("/search", &[]);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.body, "{\"results\":[]}\n");
+        assert_eq!(reply.header("x-ratelimit-shadow"), Some("\"search\""));
+        assert_eq!(reply.number("x-ratelimit-remaining"), 0);
+        assert_eq!(reply.header("retry-after"), None);
+    }
+    // Counted as when enforcing: the five admitted requests, not the two over the limit.
+    let mut con = server.con().await;
+    let state: String = redis::cmd("GET")
+        .arg("ratelimit:search:ip:127.0.0.1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // `s:<window>:<previous>:<current>`; a window may have turned during the test.
+    let counts: Vec<u64> = state
+        .split(':')
+        .skip(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 5, "{state}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 mod common;
 
 use common::cluster::*;
-use ratelimit_client::{Algorithm, Backend, Config, Limit, RedisStore};
+use ratelimit_client::{Algorithm, Backend, Config, Limit, Outcome, RedisStore};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ const PREFIX: &str = "ratelimit:";
 const ALGORITHMS: [Algorithm; 3] = [Algorithm::Fixed, Algorithm::Sliding, Algorithm::Gcra];
 
 fn limit(n: u64, algorithm: Algorithm) -> Limit {
-    Limit::new(n, Duration::from_secs(3600)).algorithm(algorithm)
+    Limit::new(algorithm, n, Duration::from_secs(3600)).unwrap()
 }
 
 /// The seeds of a store: two of the six nodes (it finds the others), the password, if any, in
@@ -33,9 +33,7 @@ fn seeds(cluster: &Cluster) -> Vec<String> {
 }
 
 async fn connect(cluster: &Cluster, prefix: &str) -> RedisStore {
-    RedisStore::try_connect(Config::cluster(seeds(cluster)).prefix(prefix))
-        .await
-        .expect("connect to the cluster")
+    common::connected(Config::cluster(seeds(cluster)).prefix(prefix)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -81,20 +79,21 @@ async fn run(module: bool, password: Option<&str>, backend: Backend) {
     );
 }
 
-/// A cluster that cannot be reached: connecting fails, and a store opened anyway answers from
-/// the failure policy.
+/// A cluster that cannot be reached: the store is made all the same, and answers from the
+/// failure policy.
 #[tokio::test]
 async fn an_unreachable_cluster_gets_the_failure_policy() {
     let config = Config::cluster([format!("redis://127.0.0.1:{}/", common::closed_port())]);
-    let error = RedisStore::try_connect(config.clone()).await.unwrap_err();
-    assert!(error.is_unreachable(), "{error}");
-    let store = RedisStore::open(config).unwrap();
-    let d = store.check("k", &limit(2, Algorithm::Fixed), 1).await;
-    assert_eq!((d.backend, d.allowed), (Backend::Local, true));
+    let store = RedisStore::new(config).unwrap();
+    let d = store
+        .check("k", &limit(2, Algorithm::Fixed), 1)
+        .await
+        .unwrap();
+    assert_eq!((d.backend, d.is_admitted()), (Backend::Local, true));
     assert!(store.ping().await.unwrap_err().is_unreachable());
-    assert!(!store.clear_all().await);
+    assert!(store.clear_all().await.unwrap_err().is_outage());
     let both = Config::new("redis://127.0.0.1/").cluster_nodes(["redis://127.0.0.1:7000"]);
-    assert!(RedisStore::open(both).unwrap_err().is_invalid_config());
+    assert!(RedisStore::new(both).unwrap_err().is_invalid_config());
 }
 
 /// The decisions of a few sequences, as the module gives them on one server.
@@ -103,10 +102,14 @@ async fn same_answers_as_one_server(store: &RedisStore, backend: Backend) {
         let key = format!("same:{algorithm}");
         let mut seen = Vec::new();
         for cost in [1, 1, 1, 0, 5] {
-            let d = store.try_check(&key, &limit(2, algorithm), cost).await;
+            let d = store.check(&key, &limit(2, algorithm), cost).await;
             let d = d.unwrap_or_else(|e| panic!("{key}: {e}"));
             assert_eq!(d.backend, backend);
-            seen.push((d.allowed, d.remaining, d.retry_after_ms().signum()));
+            seen.push((
+                d.is_admitted(),
+                d.remaining,
+                d.outcome.retry_after_ms().signum(),
+            ));
         }
         assert_eq!(
             seen,
@@ -119,13 +122,14 @@ async fn same_answers_as_one_server(store: &RedisStore, backend: Backend) {
             ],
             "{algorithm}"
         );
-        let quota = store.try_quota(&key, &limit(2, algorithm)).await.unwrap();
-        assert_eq!((quota.allowed, quota.remaining), (false, 0));
-        assert!(store.try_reset(&key).await.unwrap());
-        assert!(!store.try_reset(&key).await.unwrap());
+        let quota = store.quota(&key, &limit(2, algorithm)).await.unwrap();
+        assert_eq!(quota.remaining, 0);
+        assert!(matches!(quota.next, Outcome::RetryAfter(_)), "{quota:?}");
+        assert!(store.reset(&key).await.unwrap());
+        assert!(!store.reset(&key).await.unwrap());
     }
-    let gcra = limit(10, Algorithm::Gcra).burst(3);
-    let d = store.try_check("same:burst", &gcra, 1).await.unwrap();
+    let gcra = limit(10, Algorithm::Gcra).with_burst(3).unwrap();
+    let d = store.check("same:burst", &gcra, 1).await.unwrap();
     assert_eq!((d.limit, d.remaining), (3, 2));
     assert_eq!(
         store
@@ -158,7 +162,7 @@ async fn scripts_reload_on_each_node(cluster: &Cluster, store: &RedisStore) {
     }
     for shard in &shards {
         let key = format!("{{{}}}:k", tags[usize::from(shard.ranges[0].0)]);
-        let d = store.try_check(&key, &limit(5, Algorithm::Fixed), 1).await;
+        let d = store.check(&key, &limit(5, Algorithm::Fixed), 1).await;
         let d = d.unwrap_or_else(|e| panic!("{key} after SCRIPT FLUSH: {e}"));
         assert_eq!((d.backend, d.remaining), (Backend::Script, 4));
     }
@@ -174,7 +178,7 @@ async fn scripts_reload_on_each_node(cluster: &Cluster, store: &RedisStore) {
 }
 
 async fn script_loaded(cluster: &Cluster, port: u16) -> bool {
-    let sha = redis::Script::new(ratelimit_client::script::SOURCE)
+    let sha = redis::Script::new(ratelimit_client::LUA_SCRIPT)
         .get_hash()
         .to_string();
     let exists: Vec<bool> = call(&mut cluster.con(port).await, &["SCRIPT", "EXISTS", &sha]).await;
@@ -199,10 +203,10 @@ async fn spread_over_the_slots(cluster: &Cluster, store: &RedisStore, backend: B
         tasks.spawn(async move {
             let mut answered = 0;
             for (key, algorithm) in chunk {
-                let d = store.try_check(&key, &limit(2, algorithm), 1).await;
+                let d = store.check(&key, &limit(2, algorithm), 1).await;
                 let d = d.unwrap_or_else(|e| panic!("{key}: {e}"));
                 assert_eq!(
-                    (d.backend, d.allowed, d.remaining),
+                    (d.backend, d.is_admitted(), d.remaining),
                     (backend, true, 1),
                     "{key}"
                 );
@@ -286,7 +290,7 @@ impl Traffic {
         open: Vec<String>,
     ) -> Loop {
         let (traffic, store) = (self.clone(), store.clone());
-        let many = Limit::new(1_000_000_000, Duration::from_secs(3600));
+        let many = Limit::fixed(1_000_000_000, Duration::from_secs(3600)).unwrap();
         Loop(tokio::spawn(async move {
             while !traffic.stop.load(Ordering::Relaxed) {
                 let requests = full
@@ -294,13 +298,13 @@ impl Traffic {
                     .map(|(key, limit)| (key, limit, true))
                     .chain(open.iter().map(|key| (key, &many, false)));
                 for (key, limit, must_be_full) in requests {
-                    let problem = match store.try_check(key, limit, 1).await {
+                    let problem = match store.check(key, limit, 1).await {
                         Err(error) => Some(format!("{key}: error {error}")),
                         Ok(d) if d.backend != backend => Some(format!("{key}: {d:?}")),
-                        Ok(d) if must_be_full && (d.allowed || d.remaining != 0) => {
+                        Ok(d) if must_be_full && (d.is_admitted() || d.remaining != 0) => {
                             Some(format!("{key} is no longer full: {d:?}"))
                         }
-                        Ok(d) if !must_be_full && !d.allowed => {
+                        Ok(d) if !must_be_full && !d.is_admitted() => {
                             Some(format!("{key} was denied: {d:?}"))
                         }
                         Ok(_) => None,
@@ -376,8 +380,8 @@ async fn count_keys(con: &mut redis::aio::MultiplexedConnection, slot: u16) -> i
 async fn fill(store: &RedisStore, full: &[(String, Limit)]) {
     for (key, limit) in full {
         for allowed in [true, true, true, false] {
-            let d = store.try_check(key, limit, 1).await.unwrap();
-            assert_eq!(d.allowed, allowed, "{key}");
+            let d = store.check(key, limit, 1).await.unwrap();
+            assert_eq!(d.is_admitted(), allowed, "{key}");
         }
     }
 }
@@ -454,9 +458,9 @@ async fn move_a_full_slot_under_traffic(cluster: &Cluster, store: &RedisStore, b
         (0, 4)
     );
     for (key, limit) in &full {
-        let d = store.try_check(key, limit, 1).await.unwrap();
+        let d = store.check(key, limit, 1).await.unwrap();
         assert_eq!(
-            (d.backend, d.allowed, d.remaining),
+            (d.backend, d.is_admitted(), d.remaining),
             (backend, false, 0),
             "{key}"
         );
@@ -487,10 +491,7 @@ async fn fail_over_under_traffic(cluster: &Cluster, store: &RedisStore, backend:
     fill(store, &full).await;
     let partial = format!("{{{}}}:partial", tags[usize::from(slot)]);
     let five = limit(5, Algorithm::Sliding);
-    assert_eq!(
-        store.try_check(&partial, &five, 1).await.unwrap().remaining,
-        4
-    );
+    assert_eq!(store.check(&partial, &five, 1).await.unwrap().remaining, 4);
     let (old_master, replica) = (shard.master, shard.replicas[0]);
     let had_script = script_loaded(cluster, replica).await;
 
@@ -519,14 +520,14 @@ async fn fail_over_under_traffic(cluster: &Cluster, store: &RedisStore, backend:
     );
 
     for (key, limit) in &full {
-        let d = store.try_check(key, limit, 1).await.unwrap();
+        let d = store.check(key, limit, 1).await.unwrap();
         assert_eq!(
-            (d.backend, d.allowed, d.remaining),
+            (d.backend, d.is_admitted(), d.remaining),
             (backend, false, 0),
             "{key}"
         );
     }
-    let d = store.try_check(&partial, &five, 1).await.unwrap();
+    let d = store.check(&partial, &five, 1).await.unwrap();
     assert_eq!((d.backend, d.remaining), (backend, 3), "nothing was reset");
     let fixed = format!("{PREFIX}{}", full[0].0);
     assert_eq!(get_on(&mut on_replica, &fixed).await, Ok(Some("3".into())));
@@ -551,7 +552,7 @@ async fn clear_all_on_every_master(cluster: &Cluster, store: &RedisStore) {
     let tags = slot_tags("keep:");
     for slot in (0..SLOTS).step_by(41) {
         let key = format!("{{{}}}", tags[usize::from(slot)]);
-        keep.try_check(&key, &limit(5, Algorithm::Fixed), 1)
+        keep.check(&key, &limit(5, Algorithm::Fixed), 1)
             .await
             .unwrap();
     }
@@ -567,7 +568,7 @@ async fn clear_all_on_every_master(cluster: &Cluster, store: &RedisStore) {
     let (ours, theirs) = (count("ratelimit:*").await, count("keep:*").await);
     assert!(ours > CHECKS && theirs == 400, "{ours} and {theirs} keys");
     let started = Instant::now();
-    let deleted = store.try_clear_all().await.unwrap();
+    let deleted = store.clear_all().await.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(deleted, ours as u64);
     assert_eq!(

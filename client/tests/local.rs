@@ -2,23 +2,57 @@
 //! reference store on random sequences), its memory bounds, its atomicity and reset.
 
 use proptest::prelude::*;
-use ratelimit_client::local::LocalLimiter;
-use ratelimit_core::{decide, Algorithm, Change, Decision, Limit, State, WrongAlgorithm};
+use ratelimit_client::{Algorithm, Decision, Error, Limit, LocalLimiter, Outcome};
+use ratelimit_core::{decide, Change, State};
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A day boundary, so that every period divides it and SLIDING's windows start at 0.
 const T0_MS: u64 = 19_676 * 86_400_000;
 
 fn limit(algorithm: Algorithm, limit: u64, period_ms: u64, burst: Option<u64>) -> Limit {
-    Limit::new(algorithm, limit, period_ms, burst).unwrap()
+    let limit = Limit::new(algorithm, limit, Duration::from_millis(period_ms)).unwrap();
+    match burst {
+        Some(burst) => limit.with_burst(burst).unwrap(),
+        None => limit,
+    }
+}
+
+/// The instant `now_us` microseconds after the epoch.
+fn at(now_us: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(now_us)
+}
+
+/// The contract's five numbers: `(allowed, limit, remaining, reset_after_ms, retry_after_ms)`.
+fn five(d: &Decision) -> (bool, u64, u64, u64, i64) {
+    (
+        d.is_admitted(),
+        d.limit,
+        d.remaining,
+        d.reset_after_ms(),
+        d.outcome.retry_after_ms(),
+    )
+}
+
+/// `limiter.check_at` at `now_us`.
+fn check(
+    limiter: &LocalLimiter,
+    key: &str,
+    limit: &Limit,
+    cost: u64,
+    dry_run: bool,
+    now_us: u64,
+) -> Result<Decision, Error> {
+    limiter.check_at(key, limit, cost, dry_run, at(now_us))
 }
 
 /// Whether `limiter` admits a request at `now_us`.
 fn admits(limiter: &LocalLimiter, key: &str, limit: &Limit, dry_run: bool, now_us: u64) -> bool {
-    let decision = limiter.check_at(key, limit, 1, dry_run, now_us);
-    decision.unwrap().allowed
+    check(limiter, key, limit, 1, dry_run, now_us)
+        .unwrap()
+        .is_admitted()
 }
 
 /// One row: at `t` ms after [`T0_MS`], a request of `cost` (a dry run if `dry`) gets
@@ -28,17 +62,8 @@ type Row = (u64, u64, bool, (bool, u64, u64, u64, i64));
 fn run_table(limit: &Limit, rows: &[Row]) {
     let limiter = LocalLimiter::new(100);
     for &(t, cost, dry, expected) in rows {
-        let d = limiter
-            .check_at("key", limit, cost, dry, (T0_MS + t) * 1000)
-            .unwrap();
-        let got = (
-            d.allowed,
-            d.limit,
-            d.remaining,
-            d.reset_after_ms,
-            d.retry_after_ms,
-        );
-        assert_eq!(got, expected, "at {t} ms, cost {cost}, dry run {dry}");
+        let d = check(&limiter, "key", limit, cost, dry, (T0_MS + t) * 1000).unwrap();
+        assert_eq!(five(&d), expected, "at {t} ms, cost {cost}, dry run {dry}");
     }
 }
 
@@ -122,9 +147,11 @@ fn sub_millisecond_instants_round_like_the_module() {
     let limiter = LocalLimiter::new(10);
     let t0 = T0_MS * 1000;
     assert!(admits(&limiter, "k", &fixed, false, t0 + 999));
-    let denied = limiter.check_at("k", &fixed, 1, false, t0 + 999_999);
-    let denied = denied.unwrap();
-    assert_eq!((denied.allowed, denied.retry_after_ms), (false, 1));
+    let denied = check(&limiter, "k", &fixed, 1, false, t0 + 999_999).unwrap();
+    assert_eq!(
+        denied.outcome,
+        Outcome::RetryAfter(Duration::from_millis(1))
+    );
     assert!(admits(&limiter, "k", &fixed, false, t0 + 1_000_000));
 }
 
@@ -134,29 +161,28 @@ fn a_key_of_another_algorithm_is_an_error_until_it_expires() {
     let fixed = limit(Algorithm::Fixed, 5, 1_000, None);
     let gcra = limit(Algorithm::Gcra, 5, 1_000, None);
     let t0 = T0_MS * 1000;
-    limiter.check_at("k", &fixed, 1, false, t0).unwrap();
-    let error = limiter.check_at("k", &gcra, 1, false, t0).unwrap_err();
-    assert_eq!(
-        error,
-        WrongAlgorithm {
-            found: Algorithm::Fixed,
-            requested: Algorithm::Gcra
-        }
-    );
-    assert!(limiter
-        .check_at("k", &gcra, 1, false, t0 + 1_001_000)
-        .is_ok());
+    check(&limiter, "k", &fixed, 1, false, t0).unwrap();
+    let error = check(&limiter, "k", &gcra, 1, false, t0).unwrap_err();
+    assert!(error.is_wrong_algorithm() && error.is_data_error() && !error.is_outage());
+    assert_eq!(error.to_string(), "the key holds a FIXED limiter, not GCRA");
+    assert!(check(&limiter, "k", &gcra, 1, false, t0 + 1_001_000).is_ok());
 }
 
 #[test]
 fn the_wall_clock_check_spends() {
     let limiter = LocalLimiter::default();
     let hourly = limit(Algorithm::Fixed, 1, 3_600_000, None);
-    let first = limiter.check("k", &hourly, 1, false).unwrap();
-    assert!(first.allowed);
-    let second = limiter.check("k", &hourly, 1, false).unwrap();
-    assert!(!second.allowed);
-    assert!(second.retry_after_ms > 3_590_000);
+    let peek = limiter.check_dry_run("k", &hourly, 1).unwrap();
+    assert!(peek.is_admitted());
+    let first = limiter.check("k", &hourly, 1).unwrap();
+    assert!(first.is_admitted() && first.enforced);
+    let second = limiter.check("k", &hourly, 1).unwrap();
+    assert!(!second.allowed());
+    assert!(second.retry_after().unwrap() > Duration::from_secs(3_590));
+    assert!(limiter
+        .check("k", &hourly, u64::MAX)
+        .unwrap_err()
+        .is_invalid_limit());
 }
 
 /// The module's store, written plainly: a map of state and absolute expiry, where an entry
@@ -172,7 +198,11 @@ impl Reference {
         cost: u64,
         dry_run: bool,
         now_us: u64,
-    ) -> Result<Decision, WrongAlgorithm> {
+    ) -> Result<(bool, u64, u64, u64, i64), String> {
+        let burst = (limit.algorithm() == Algorithm::Gcra).then_some(limit.burst());
+        let period_ms = limit.period().as_millis() as u64;
+        let limit =
+            ratelimit_core::Limit::new(limit.algorithm(), limit.limit(), period_ms, burst).unwrap();
         let now_ms = now_us / 1000;
         self.0
             .retain(|_, (_, expire_at_ms)| now_ms <= *expire_at_ms);
@@ -180,12 +210,24 @@ impl Reference {
             .0
             .get(key)
             .map(|(state, expire_at_ms)| state.with_expiry(*expire_at_ms));
-        let outcome = decide(limit, state.as_ref(), now_us, cost, false)?;
+        let outcome = decide(&limit, state.as_ref(), now_us, cost, false).map_err(|wrong| {
+            format!(
+                "the key holds a {} limiter, not {}",
+                wrong.found, wrong.requested
+            )
+        })?;
         if let (Change::Store(update), false) = (outcome.change, dry_run) {
             self.0
                 .insert(key.to_owned(), (update.state, update.expire_at_ms));
         }
-        Ok(outcome.decision)
+        let d = outcome.decision;
+        Ok((
+            d.allowed,
+            d.limit,
+            d.remaining,
+            d.reset_after_ms,
+            d.retry_after_ms,
+        ))
     }
 
     fn reset(&mut self, key: &str, now_us: u64) -> bool {
@@ -242,14 +284,15 @@ proptest! {
                 Op::Check { key, limit, cost, dry_run } => {
                     let key = format!("key{key}");
                     let limit = &limits[limit];
+                    let got = check(&local, &key, limit, cost, dry_run, now_us);
                     prop_assert_eq!(
-                        local.check_at(&key, limit, cost, dry_run, now_us),
+                        got.map(|d| five(&d)).map_err(|e| e.to_string()),
                         reference.check(&key, limit, cost, dry_run, now_us)
                     );
                 }
                 Op::Reset { key } => {
                     let key = format!("key{key}");
-                    prop_assert_eq!(local.reset_at(&key, now_us), reference.reset(&key, now_us));
+                    prop_assert_eq!(local.reset_at(&key, at(now_us)), reference.reset(&key, now_us));
                 }
             }
         }
@@ -271,7 +314,7 @@ proptest! {
             let name = format!("key{key}");
             let stored = model.contains(&key);
             if reset {
-                prop_assert_eq!(limiter.reset_at(&name, now_us), stored);
+                prop_assert_eq!(limiter.reset_at(&name, at(now_us)), stored);
                 model.retain(|&k| k != key);
             } else {
                 // A stored key is spent and denied; an absent one is stored.
@@ -298,16 +341,20 @@ fn expired_entries_are_evicted() {
     let second = limit(Algorithm::Fixed, 10, 1_000, None);
     let t0 = T0_MS * 1000;
     for i in 0..100 {
-        limiter
-            .check_at(&format!("old{i}"), &second, 1, false, t0)
-            .unwrap();
+        check(&limiter, &format!("old{i}"), &second, 1, false, t0).unwrap();
     }
     assert_eq!(limiter.len(), 100);
     // Inserts sweep the expired entries away, with no lookup of theirs.
     for i in 0..100 {
-        limiter
-            .check_at(&format!("new{i}"), &second, 1, false, t0 + 2_000_000)
-            .unwrap();
+        check(
+            &limiter,
+            &format!("new{i}"),
+            &second,
+            1,
+            false,
+            t0 + 2_000_000,
+        )
+        .unwrap();
     }
     assert_eq!(limiter.len(), 100);
 }
@@ -319,21 +366,17 @@ fn the_cap_holds_and_the_oldest_insert_goes_first() {
     let t0 = T0_MS * 1000;
     let spent = |key: &str| !admits(&limiter, key, &hourly, true, t0);
     for i in 0..10 {
-        limiter
-            .check_at(&format!("k{i}"), &hourly, 1, false, t0)
-            .unwrap();
+        check(&limiter, &format!("k{i}"), &hourly, 1, false, t0).unwrap();
     }
     assert_eq!(limiter.len(), 10);
     // Writing to k0 again does not make it younger: the order is by insertion.
-    limiter.check_at("k0", &hourly, 0, false, t0).unwrap();
-    limiter.check_at("k10", &hourly, 1, false, t0).unwrap();
+    check(&limiter, "k0", &hourly, 0, false, t0).unwrap();
+    check(&limiter, "k10", &hourly, 1, false, t0).unwrap();
     assert_eq!(limiter.len(), 10);
     assert!(!spent("k0"), "k0 was evicted");
     assert!((1..=10).all(|i| spent(&format!("k{i}"))));
     for i in 11..1_000 {
-        limiter
-            .check_at(&format!("k{i}"), &hourly, 1, false, t0)
-            .unwrap();
+        check(&limiter, &format!("k{i}"), &hourly, 1, false, t0).unwrap();
         assert!(limiter.len() <= 10);
     }
     assert!((990..1_000).all(|i| spent(&format!("k{i}"))));
@@ -345,11 +388,11 @@ fn a_key_created_again_after_expiry_is_young_again() {
     let second = limit(Algorithm::Fixed, 1, 1_000, None);
     let hourly = limit(Algorithm::Fixed, 1, 3_600_000, None);
     let t0 = T0_MS * 1000;
-    limiter.check_at("short", &second, 1, false, t0).unwrap();
-    limiter.check_at("long", &hourly, 1, false, t0).unwrap();
+    check(&limiter, "short", &second, 1, false, t0).unwrap();
+    check(&limiter, "long", &hourly, 1, false, t0).unwrap();
     let t1 = t0 + 2_000_000;
-    limiter.check_at("short", &second, 1, false, t1).unwrap();
-    limiter.check_at("third", &hourly, 1, false, t1).unwrap();
+    check(&limiter, "short", &second, 1, false, t1).unwrap();
+    check(&limiter, "third", &hourly, 1, false, t1).unwrap();
     assert!(admits(&limiter, "long", &hourly, true, t1));
     assert!(!admits(&limiter, "short", &second, true, t1));
 }
@@ -360,9 +403,7 @@ fn a_sharded_limiter_holds_its_cap() {
     let hourly = limit(Algorithm::Gcra, 1, 3_600_000, None);
     let t0 = T0_MS * 1000;
     for i in 0..50_000 {
-        limiter
-            .check_at(&i.to_string(), &hourly, 1, false, t0)
-            .unwrap();
+        check(&limiter, &i.to_string(), &hourly, 1, false, t0).unwrap();
         if i % 1_000 == 0 {
             assert!(limiter.len() <= 5_000);
         }
@@ -401,14 +442,14 @@ fn reset_forgets_live_state_only() {
     let limiter = LocalLimiter::new(10);
     let second = limit(Algorithm::Fixed, 1, 1_000, None);
     let t0 = T0_MS * 1000;
-    assert!(!limiter.reset_at("k", t0), "nothing to reset");
-    limiter.check_at("k", &second, 1, false, t0).unwrap();
+    assert!(!limiter.reset_at("k", at(t0)), "nothing to reset");
+    check(&limiter, "k", &second, 1, false, t0).unwrap();
     assert!(!admits(&limiter, "k", &second, false, t0));
-    assert!(limiter.reset_at("k", t0));
+    assert!(limiter.reset_at("k", at(t0)));
     assert!(limiter.is_empty());
     assert!(admits(&limiter, "k", &second, false, t0));
     assert!(
-        !limiter.reset_at("k", t0 + 1_001_000),
+        !limiter.reset_at("k", at(t0 + 1_001_000)),
         "expired state is no state"
     );
     assert!(!limiter.reset("k"));

@@ -1,11 +1,12 @@
 //! Security in logs: a run against a server with a password, through every path that logs
 //! (connecting, decisions, a server error for a key, the module vanishing, a wrong password,
-//! an outage), writes neither the password nor a user ID in clear.
+//! an outage, shadow mode), writes neither the password nor a user ID in clear, and a key
+//! still shows its endpoint.
 
 mod common;
 
 use common::{Options, Server};
-use ratelimit_client::{Config, RedisStore};
+use ratelimit_client::{Config, Key, Limit, RedisStore};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,15 +54,14 @@ async fn logs_show_neither_the_password_nor_user_ids() {
     });
     let url = server.url();
     assert!(url.contains(PASSWORD));
-    let store = RedisStore::try_connect(Config::new(&url)).await.unwrap();
+    let store = common::connected(Config::new(&url)).await;
     let period = Duration::from_secs(60);
     for _ in 0..3 {
-        assert!(
-            store
-                .check_rate_limit(USER, "/search", 10, period, false)
-                .await
-                .0
-        );
+        let (allowed, _) = store
+            .check_rate_limit(USER, "/search", 10, period, false)
+            .await
+            .unwrap();
+        assert!(allowed);
     }
 
     // A server error for the user's key.
@@ -72,9 +72,22 @@ async fn logs_show_neither_the_password_nor_user_ids() {
         .query_async(&mut con)
         .await
         .unwrap();
-    store
+    let error = store
         .check_rate_limit(USER, "/list", 10, period, false)
-        .await;
+        .await
+        .unwrap_err();
+    assert!(!error.to_string().contains(USER), "{error}");
+
+    // Shadow mode logs each denial, with the key masked.
+    let shadow = common::connected(Config::new(&url).shadow(true)).await;
+    let one = Limit::fixed(1, period).unwrap();
+    for _ in 0..2 {
+        let decision = shadow
+            .check(Key::new("search", USER), &one, 1)
+            .await
+            .unwrap();
+        assert!(decision.allowed());
+    }
 
     // The server restarts without the module (it cannot be unloaded): the dropped connection
     // and the script's detection are logged.
@@ -84,34 +97,56 @@ async fn logs_show_neither_the_password_nor_user_ids() {
         ..Options::default()
     });
     for _ in 0..3 {
-        store
+        let _ = store
             .check_rate_limit(USER, "/search", 10, period, false)
             .await;
     }
 
-    // A wrong password, and a bad configuration that holds the password.
+    // A wrong password: the store starts all the same, and warns.
     let wrong = url.replace(PASSWORD, &format!("{PASSWORD}-wrong"));
-    assert!(RedisStore::connect(Config::new(wrong)).await.is_none());
+    let wrong = RedisStore::new(Config::new(wrong)).unwrap();
+    let error = wrong.ping().await.unwrap_err();
+    assert!(
+        error.is_outage() && !error.to_string().contains(PASSWORD),
+        "{error}"
+    );
+    // A bad configuration that holds the password.
     let invalid = Config::new(&url).connect_timeout(Duration::ZERO);
-    assert!(RedisStore::connect(invalid).await.is_none());
+    let error = RedisStore::new(invalid).unwrap_err();
+    assert!(!error.to_string().contains(PASSWORD), "{error}");
+    let bad_port = url.replace(&server.port().to_string(), "99999");
+    let error = RedisStore::new(Config::new(bad_port)).unwrap_err();
+    assert!(!error.to_string().contains(PASSWORD), "{error}");
 
     // An outage.
     server.kill();
-    store
+    let (allowed, _) = store
         .check_rate_limit(USER, "/search", 10, period, false)
-        .await;
-    // The local limiter answered during the outage, so it had a state to reset.
-    assert!(store.reset_rate_limit(USER, "/search").await);
+        .await
+        .unwrap();
+    assert!(allowed, "the local limiter answers");
+    assert!(store
+        .reset_rate_limit(USER, "/search")
+        .await
+        .unwrap_err()
+        .is_outage());
+    // The warnings are logged in the background: give them a moment.
+    common::wait_until("the outage is logged", || async {
+        String::from_utf8_lossy(&buffer.0.lock().unwrap()).contains("Redis cannot be reached:")
+    })
+    .await;
 
     let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     println!("{logs}");
     for expected in [
         "connected to Redis",
-        "Redis cannot limit this key",
-        "cannot connect to Redis",
-        "Redis is unreachable",
-        "ratelimit:us****",
-        "user=us****",
+        "Redis refused the command for this key",
+        "key=ratelimit:us****:/list",
+        "key=ratelimit:us****:/search",
+        "key=ratelimit:search:us****",
+        "let through in shadow mode",
+        "Redis cannot be reached at start",
+        "Redis cannot be reached:",
         "redis://:****@127.0.0.1",
     ] {
         assert!(

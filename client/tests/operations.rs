@@ -4,14 +4,12 @@
 mod common;
 
 use common::Server;
-use ratelimit_client::{Backend, Config, RedisStore};
+use ratelimit_client::{Backend, Config, Outcome, RedisStore};
 use redis::aio::MultiplexedConnection;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 async fn store(server: &Server, prefix: &str) -> RedisStore {
-    RedisStore::try_connect(Config::new(server.url()).prefix(prefix))
-        .await
-        .unwrap()
+    common::connected(Config::new(server.url()).prefix(prefix)).await
 }
 
 async fn pttl(con: &mut MultiplexedConnection, key: &str) -> i64 {
@@ -91,7 +89,7 @@ async fn increment_sets_the_expiry_once_and_never_extends_it() {
         .unwrap_err()
         .is_invalid_argument());
     // An increment counter is a FIXED state, so `reset` deletes it.
-    assert!(store.reset("hits").await);
+    assert!(store.reset("hits").await.unwrap());
     assert_eq!(store.get("hits").await.unwrap(), 0);
 }
 
@@ -107,76 +105,75 @@ async fn check_rate_limit_counts_per_user_and_endpoint() {
         };
         let mut con = server.con().await;
         let period = Duration::from_secs(10);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
 
-        let quota = store.get_quota("u1", "/search", 3, period).await;
-        assert_eq!((quota.total, quota.remaining, quota.used), (3, 3, 0));
-        assert_eq!(quota.backend, expected);
+        let quota = store.get_quota("u1", "/search", 3, period).await.unwrap();
+        assert_eq!((quota.limit, quota.remaining, quota.used()), (3, 3, 0));
+        assert_eq!((quota.backend, quota.next), (expected, Outcome::Admitted));
         let (allowed, quota) = store
             .check_rate_limit("u1", "/search", 3, period, true)
-            .await;
+            .await
+            .unwrap();
         assert!(allowed);
         assert_eq!(quota.remaining, 3, "check_only spends nothing");
 
         for remaining in [2, 1, 0] {
             let (allowed, quota) = store
                 .check_rate_limit("u1", "/search", 3, period, false)
-                .await;
+                .await
+                .unwrap();
             assert!(allowed);
-            assert_eq!((quota.remaining, quota.used), (remaining, 3 - remaining));
-            assert_eq!(quota.retry_after, Some(Duration::ZERO));
-            assert!((now..=now + 11).contains(&quota.reset_at), "{quota:?}");
+            assert_eq!((quota.remaining, quota.used()), (remaining, 3 - remaining));
+            assert!(quota.reset_after <= period, "{quota:?}");
+            let next_fits = quota.next == Outcome::Admitted;
+            assert_eq!(next_fits, remaining > 0, "{quota:?}");
         }
         let (allowed, quota) = store
             .check_rate_limit("u1", "/search", 3, period, false)
-            .await;
+            .await
+            .unwrap();
         assert!(!allowed);
-        assert_eq!((quota.remaining, quota.used), (0, 3));
+        assert_eq!((quota.remaining, quota.used()), (0, 3));
         assert!(quota
-            .retry_after
+            .next
+            .retry_after()
             .is_some_and(|wait| wait > Duration::ZERO && wait <= period));
         let (allowed, _) = store
             .check_rate_limit("u1", "/search", 3, period, true)
-            .await;
+            .await
+            .unwrap();
         assert!(!allowed);
-        let quota = store.get_quota("u1", "/search", 3, period).await;
-        assert_eq!((quota.remaining, quota.used), (0, 3));
+        let quota = store.get_quota("u1", "/search", 3, period).await.unwrap();
+        assert_eq!((quota.remaining, quota.used()), (0, 3));
 
         // The key is prefix + user + ":" + endpoint, a FIXED count that expires with the window.
+        assert_eq!(store.key_for("u1", "/search"), "ratelimit:u1:/search");
         assert_eq!(
             raw_get(&mut con, "ratelimit:u1:/search").await.as_deref(),
             Some("3")
         );
         assert!((1..=10_000).contains(&pttl(&mut con, "ratelimit:u1:/search").await));
         // Other users and endpoints have their own counts.
-        assert!(
-            store
-                .check_rate_limit("u2", "/search", 3, period, false)
+        for (user, endpoint) in [("u2", "/search"), ("u1", "/other")] {
+            let (allowed, _) = store
+                .check_rate_limit(user, endpoint, 3, period, false)
                 .await
-                .0
-        );
-        assert!(
-            store
-                .check_rate_limit("u1", "/other", 3, period, false)
-                .await
-                .0
-        );
+                .unwrap();
+            assert!(allowed);
+        }
 
-        assert!(store.reset_rate_limit("u1", "/search").await);
-        assert!(
-            store
-                .check_rate_limit("u1", "/search", 3, period, false)
-                .await
-                .0
-        );
+        assert!(store.reset_rate_limit("u1", "/search").await.unwrap());
+        let (allowed, _) = store
+            .check_rate_limit("u1", "/search", 3, period, false)
+            .await
+            .unwrap();
+        assert!(allowed);
 
-        // A limit of zero is a configuration that can never admit.
-        let (allowed, quota) = store.check_rate_limit("u1", "/x", 0, period, false).await;
-        assert!(!allowed);
-        assert_eq!((quota.retry_after, quota.backend), (None, Backend::Deny));
+        // A limit of zero is a configuration that cannot be built.
+        let error = store
+            .check_rate_limit("u1", "/x", 0, period, false)
+            .await
+            .unwrap_err();
+        assert!(error.is_invalid_limit(), "{error}");
     }
 }
 
@@ -202,26 +199,25 @@ async fn clear_all_deletes_the_prefix_and_nothing_else() {
     let () = pipe.query_async(&mut con).await.unwrap();
     store
         .check_rate_limit("u1", "/a", 5, Duration::from_secs(60), false)
-        .await;
+        .await
+        .unwrap();
     store
         .increment("counter", Duration::from_secs(60), 1)
         .await
         .unwrap();
 
-    assert_eq!(store.try_clear_all().await.unwrap(), 1202);
+    assert_eq!(store.clear_all().await.unwrap(), 1202);
     for key in outside {
         assert_eq!(raw_get(&mut con, key).await.as_deref(), Some("1"), "{key}");
     }
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     assert_eq!(size, outside.len() as u64);
-    assert!(store.clear_all().await);
-    assert_eq!(store.try_clear_all().await.unwrap(), 0);
+    assert_eq!(store.clear_all().await.unwrap(), 0);
 
     // An empty prefix would mean the whole database: refused.
     let unprefixed = self::store(&server, "").await;
-    assert!(!unprefixed.clear_all().await);
     assert!(unprefixed
-        .try_clear_all()
+        .clear_all()
         .await
         .unwrap_err()
         .is_invalid_config());

@@ -1,4 +1,5 @@
-//! The Lua fallback against real servers.
+//! The Lua fallback against real servers, driven as any client would drive it: the one script,
+//! `LUA_SCRIPT` (`client/lua/ratelimit.lua`), with the arguments its header documents.
 //!
 //! - `script_matches_core_exactly`: with the test clock, thousands of random request sequences
 //!   over all three algorithms, huge and tiny configurations and arbitrary stored states; every
@@ -18,12 +19,12 @@
 mod common;
 
 use common::Server;
-use ratelimit_client::script::ScriptBackend;
 use ratelimit_core::{
     decide, decide_all, quota, refund, Algorithm, Change, Decision, Limit, Policy, State,
     MAX_COUNT, MAX_PERIOD_MS,
 };
 use redis::aio::MultiplexedConnection;
+use redis::RedisResult;
 
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 86_400_000;
@@ -191,7 +192,91 @@ fn error_text(error: &redis::RedisError) -> (Option<String>, Option<String>) {
 
 /// The script's source, invoked directly to force its bignum path (`ARGV[9]`).
 fn exact_path_script() -> redis::Script {
-    redis::Script::new(ratelimit_client::script::SOURCE)
+    redis::Script::new(ratelimit_client::LUA_SCRIPT)
+}
+
+/// The script as its header documents it: `EVALSHA sha 1 key check ALGORITHM limit period_ms
+/// burst cost flags [now_us]` and `EVALSHA sha 1 key reset`.
+struct ScriptBackend(redis::Script);
+
+impl ScriptBackend {
+    fn new() -> ScriptBackend {
+        ScriptBackend(redis::Script::new(ratelimit_client::LUA_SCRIPT))
+    }
+
+    /// `check` at the server's clock.
+    async fn check(
+        &self,
+        conn: &mut MultiplexedConnection,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+        dry_run: bool,
+    ) -> RedisResult<Decision> {
+        self.run_check(conn, key, limit, cost, dry_run, None).await
+    }
+
+    /// `check` at the test clock `now_us`: the script's decisions use it, while Redis still
+    /// expires keys by its own clock.
+    async fn check_at(
+        &self,
+        conn: &mut MultiplexedConnection,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+        dry_run: bool,
+        now_us: u64,
+    ) -> RedisResult<Decision> {
+        assert!(now_us <= MAX_NOW_US);
+        self.run_check(conn, key, limit, cost, dry_run, Some(now_us))
+            .await
+    }
+
+    async fn run_check(
+        &self,
+        conn: &mut MultiplexedConnection,
+        key: &str,
+        limit: &Limit,
+        cost: u64,
+        dry_run: bool,
+        now_us: Option<u64>,
+    ) -> RedisResult<Decision> {
+        // Burst 0 means the limit; FIXED and SLIDING take no burst.
+        let burst = match limit.algorithm() {
+            Algorithm::Gcra => limit.burst(),
+            _ => 0,
+        };
+        let mut invocation = self.0.key(key);
+        invocation
+            .arg("check")
+            .arg(limit.algorithm().name())
+            .arg(limit.limit())
+            .arg(limit.period_ms())
+            .arg(burst)
+            .arg(cost)
+            .arg(u8::from(dry_run));
+        if let Some(now_us) = now_us {
+            invocation.arg(now_us);
+        }
+        let [allowed, capacity, remaining, reset, retry]: [i64; 5] = invocation
+            .invoke_async::<Vec<i64>>(conn)
+            .await?
+            .try_into()
+            .expect("five integers");
+        Ok(Decision {
+            allowed: allowed == 1,
+            limit: capacity as u64,
+            remaining: remaining as u64,
+            reset_after_ms: reset as u64,
+            retry_after_ms: retry,
+        })
+    }
+
+    /// `reset`: whether there was a state.
+    async fn reset(&self, conn: &mut MultiplexedConnection, key: &str) -> RedisResult<bool> {
+        let deleted: i64 = self.0.key(key).arg("reset").invoke_async(conn).await?;
+        Ok(deleted == 1)
+    }
 }
 
 fn interesting_limits() -> Vec<Limit> {

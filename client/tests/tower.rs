@@ -6,11 +6,12 @@ use axum::body::Bytes;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use ratelimit_client::local::LocalLimiter;
 use ratelimit_client::tower::{
     ClientIp, Header, KeyExtractor, Limiter, Policy, RateLimitLayer, ResponseBody,
 };
-use ratelimit_client::{Algorithm, Backend, Config, Decision, FailurePolicy, Limit, RedisStore};
+use ratelimit_client::{
+    Algorithm, Config, Decision, Error, FailurePolicy, Key, Limit, LocalLimiter, RedisStore,
+};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -41,12 +42,13 @@ impl PausedLocal {
         })
     }
 
-    fn decide(&self, key: &str, limit: &Limit, cost: u64, dry_run: bool) -> Decision {
-        self.calls.lock().unwrap().push((key.to_string(), dry_run));
+    fn decide(&self, key: Key<'_>, limit: &Limit, cost: u64, dry_run: bool) -> Decision {
+        let key = key.redis_key("");
+        self.calls.lock().unwrap().push((key.clone(), dry_run));
         let now_us = EPOCH_US + self.start.elapsed().as_micros() as u64;
-        let core = limit.to_core().expect("a valid limit");
-        let decision = self.local.check_at(key, &core, cost, dry_run, now_us);
-        Decision::from_core(decision.expect("one algorithm per key"), Backend::Local)
+        let now = UNIX_EPOCH + Duration::from_micros(now_us);
+        let decision = self.local.check_at(&key, limit, cost, dry_run, now);
+        decision.expect("one algorithm per key")
     }
 
     fn calls(&self) -> Vec<(String, bool)> {
@@ -55,17 +57,22 @@ impl PausedLocal {
 }
 
 impl Limiter for PausedLocal {
-    fn check(&self, key: &str, limit: &Limit, cost: u64) -> impl Future<Output = Decision> + Send {
-        std::future::ready(self.decide(key, limit, cost, false))
+    fn check(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        std::future::ready(Ok(self.decide(key, limit, cost, false)))
     }
 
     fn check_dry_run(
         &self,
-        key: &str,
+        key: Key<'_>,
         limit: &Limit,
         cost: u64,
-    ) -> impl Future<Output = Decision> + Send {
-        std::future::ready(self.decide(key, limit, cost, true))
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        std::future::ready(Ok(self.decide(key, limit, cost, true)))
     }
 }
 
@@ -155,12 +162,17 @@ impl<L: Limiter, K: KeyExtractor> App<L, K> {
 
 /// A request for `path` whose peer is `ip`, as a server puts it in the extensions.
 fn request(path: &str, ip: &str) -> Request<Body> {
+    request_with("GET", path, ip, &[])
+}
+
+/// A request with a method and headers.
+fn request_with(method: &str, path: &str, ip: &str, headers: &[(&str, &str)]) -> Request<Body> {
     let peer = SocketAddr::new(ip.parse().unwrap(), 40000);
-    Request::builder()
-        .uri(path)
-        .extension(peer)
-        .body(Full::new(Bytes::new()))
-        .unwrap()
+    let mut builder = Request::builder().method(method).uri(path).extension(peer);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(Bytes::new())).unwrap()
 }
 
 fn unix_now() -> u64 {
@@ -171,7 +183,7 @@ fn unix_now() -> u64 {
 }
 
 fn fixed(limit: u64, seconds: u64) -> Limit {
-    Limit::new(limit, Duration::from_secs(seconds))
+    Limit::fixed(limit, Duration::from_secs(seconds)).unwrap()
 }
 
 fn quota_exceeded(detail: &str, violated: &str) -> String {
@@ -266,11 +278,11 @@ async fn a_denial_is_a_429_with_retry_after_rounded_up() {
 async fn retry_after_is_always_long_enough_and_never_a_second_too_long() {
     let limits = [
         fixed(3, 10),
-        fixed(3, 10).algorithm(Algorithm::Sliding),
-        Limit::new(3, Duration::from_millis(7300))
-            .algorithm(Algorithm::Gcra)
-            .burst(2),
-        Limit::new(2, Duration::from_secs(60)).algorithm(Algorithm::Gcra),
+        Limit::sliding(3, Duration::from_secs(10)).unwrap(),
+        Limit::gcra(3, Duration::from_millis(7300))
+            .and_then(|limit| limit.with_burst(2))
+            .unwrap(),
+        Limit::new(Algorithm::Gcra, 2, Duration::from_secs(60)).unwrap(),
     ];
     for (i, limit) in limits.into_iter().enumerate() {
         for offset_ms in [0, 1, 333, 999, 1000, 2718] {
@@ -354,7 +366,7 @@ async fn every_policy_must_admit_and_a_denial_spends_on_none() {
         limiter.calls(),
         [(key("minute"), true), (key("hour"), true)]
     );
-    let hour_left = limiter.check_dry_run(&key("hour"), hour.limit(), 0).await;
+    let hour_left = limiter.decide(hour.key("ip:192.0.2.1"), hour.limit(), 0, true);
     assert_eq!(hour_left.remaining, 1);
 
     // Denied by "hour" after the minute has passed: nothing is spent on "minute".
@@ -364,9 +376,7 @@ async fn every_policy_must_admit_and_a_denial_spends_on_none() {
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(reply.header("ratelimit"), Some("\"hour\";r=0;t=3540"));
     assert_eq!(reply.header("retry-after"), Some("3540"));
-    let minute_left = limiter
-        .check_dry_run(&key("minute"), minute.limit(), 0)
-        .await;
+    let minute_left = limiter.decide(minute.key("ip:192.0.2.1"), minute.limit(), 0, true);
     assert_eq!(minute_left.remaining, 1);
     assert_eq!(app.inner_calls(), 3);
 }
@@ -675,7 +685,7 @@ async fn the_failure_policy_of_the_store_decides() {
         listener.local_addr().unwrap().port()
     };
     let store = |policy| {
-        RedisStore::open(Config::new(format!("redis://127.0.0.1:{port}")).on_failure(policy))
+        RedisStore::new(Config::new(format!("redis://127.0.0.1:{port}")).on_failure(policy))
             .unwrap()
     };
     let route = || [Policy::new("search", fixed(2, 10))];
@@ -712,16 +722,6 @@ async fn the_failure_policy_of_the_store_decides() {
 }
 
 #[tokio::test]
-async fn an_invalid_limit_is_denied_for_good() {
-    let layer = RateLimitLayer::new(LocalLimiter::new(100), ClientIp::new())
-        .route("/", [Policy::new("zero", fixed(0, 10))]);
-    let mut app = app(layer);
-    let reply = app.get("/").await;
-    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(reply.header("retry-after"), None);
-}
-
-#[tokio::test]
 async fn the_local_limiter_is_a_limiter() {
     let layer = RateLimitLayer::new(LocalLimiter::new(100), ClientIp::new())
         .route("/", [Policy::new("p", fixed(1, 60))]);
@@ -743,4 +743,248 @@ fn the_service_gives_its_inner_service_back() {
     assert_eq!(service.get_ref().calls.load(Ordering::SeqCst), 7);
     service.get_mut().calls = Arc::new(AtomicUsize::new(8));
     assert_eq!(service.into_inner().calls.load(Ordering::SeqCst), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn routes_name_their_methods() {
+    let limiter = PausedLocal::new();
+    let layer = RateLimitLayer::new(Arc::clone(&limiter), ClientIp::new())
+        .route("POST /upload", [Policy::new("upload", fixed(1, 60))])
+        .route("GET /search", [Policy::new("search", fixed(1, 60))]);
+    let mut app = app(layer);
+    // A GET on the POST route matches nothing: not counted, no headers (the application
+    // answers 405).
+    for _ in 0..3 {
+        let reply = app
+            .send(request_with("GET", "/upload", "192.0.2.1", &[]))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.header("ratelimit-policy").is_none());
+    }
+    assert!(limiter.calls().is_empty());
+    let post = || request_with("POST", "/upload", "192.0.2.1", &[]);
+    assert_eq!(app.send(post()).await.status, StatusCode::OK);
+    assert_eq!(app.send(post()).await.status, StatusCode::TOO_MANY_REQUESTS);
+    // GET covers HEAD.
+    let head = || request_with("HEAD", "/search", "192.0.2.1", &[]);
+    assert_eq!(app.send(head()).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/search").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // With a default, the requests no route serves have the default's limits.
+    let layer = RateLimitLayer::new(PausedLocal::new(), ClientIp::new())
+        .route("POST /upload", [Policy::new("upload", fixed(1, 60))])
+        .default_route([Policy::new("other", fixed(2, 60))]);
+    let mut app = self::app(layer);
+    let reply = app
+        .send(request_with("GET", "/upload", "192.0.2.1", &[]))
+        .await;
+    assert_eq!(reply.header("ratelimit-policy"), Some("\"other\";q=2;w=60"));
+    let reply = app
+        .send(request_with("POST", "/upload", "192.0.2.1", &[]))
+        .await;
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some("\"upload\";q=1;w=60")
+    );
+}
+
+/// The address always, and an API key as well: the key's policy applies only to requests
+/// that have one, and inventing keys does not escape the address's limit.
+#[tokio::test(start_paused = true)]
+async fn a_policy_with_its_own_subject_applies_to_the_requests_that_have_one() {
+    let limiter = PausedLocal::new();
+    let layer = RateLimitLayer::new(Arc::clone(&limiter), ClientIp::new()).route(
+        "/",
+        [
+            Policy::new("ip", fixed(4, 60)),
+            Policy::new("key", fixed(2, 60)).subject(Header::new("x-api-key")),
+        ],
+    );
+    let mut app = app(layer);
+    let with_key = |key: &str| request_with("GET", "/", "192.0.2.1", &[("x-api-key", key)]);
+
+    let reply = app.get("/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("ratelimit-policy"), Some("\"ip\";q=4;w=60"));
+    assert_eq!(limiter.calls(), [("ip:ip:192.0.2.1".to_string(), false)]);
+
+    let reply = app.send(with_key("k1")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some("\"ip\";q=4;w=60, \"key\";q=2;w=60")
+    );
+    let calls: Vec<String> = limiter.calls().into_iter().map(|(key, _)| key).collect();
+    assert!(calls.contains(&"key:x-api-key:k1".to_string()), "{calls:?}");
+    assert_eq!(app.send(with_key("k1")).await.status, StatusCode::OK);
+    let reply = app.send(with_key("k1")).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(reply.body.contains("\"violated-policies\":[\"key\"]"));
+    // The address has one unit left of 4 (the denial spent nothing); an invented key gets it,
+    // and the next invented key meets the address's limit.
+    assert_eq!(app.send(with_key("k2")).await.status, StatusCode::OK);
+    let reply = app.send(with_key("k3")).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(reply.body.contains("\"violated-policies\":[\"ip\"]"));
+
+    // The layer's subject is only asked for when a policy needs it: a route whose policies all
+    // have their own subject needs none from the layer.
+    let layer = RateLimitLayer::new(PausedLocal::new(), Header::new("x-user")).route(
+        "/",
+        [Policy::new("ip", fixed(1, 60)).subject(ClientIp::new())],
+    );
+    let mut app = self::app(layer);
+    assert_eq!(app.get("/").await.status, StatusCode::OK);
+    assert_eq!(app.get("/").await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// A limiter that reports every decision as not enforced, as a store in shadow mode does.
+struct Shadowed(Arc<PausedLocal>);
+
+impl Limiter for Shadowed {
+    fn check(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        let decision = Decision {
+            enforced: false,
+            ..self.0.decide(key, limit, cost, false)
+        };
+        std::future::ready(Ok(decision))
+    }
+
+    fn check_dry_run(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        let decision = Decision {
+            enforced: false,
+            ..self.0.decide(key, limit, cost, true)
+        };
+        std::future::ready(Ok(decision))
+    }
+}
+
+/// Shadow mode, of the layer or of the limiter: decided and counted the same, never refused,
+/// and a would-be denial says which policies it exceeded.
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_serves_every_request_and_names_the_exceeded_policies() {
+    let limiter = PausedLocal::new();
+    let policies = || {
+        [
+            Policy::new("minute", fixed(1, 60)),
+            Policy::new("hour", fixed(5, 3600)),
+        ]
+    };
+    let by_layer = RateLimitLayer::new(Arc::clone(&limiter), ClientIp::new())
+        .route("/", policies())
+        .shadow(true);
+    let by_limiter =
+        RateLimitLayer::new(Shadowed(PausedLocal::new()), ClientIp::new()).route("/", policies());
+    let mut by_layer = app(by_layer);
+    let mut by_limiter = app(by_limiter);
+    let first = by_layer.get("/").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.header("x-ratelimit-shadow").is_none());
+    assert!(by_limiter
+        .get("/")
+        .await
+        .header("x-ratelimit-shadow")
+        .is_none());
+    async fn a_shadow_denial<L: Limiter>(app: &mut App<L, ClientIp>) {
+        let reply = app.get("/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, "ok");
+        assert_eq!(reply.header("x-ratelimit-shadow"), Some("\"minute\""));
+        assert_eq!(reply.header("x-ratelimit-remaining"), Some("0"));
+        assert!(reply.header("retry-after").is_none());
+        assert_eq!(app.inner_calls(), 2);
+    }
+    a_shadow_denial(&mut by_layer).await;
+    a_shadow_denial(&mut by_limiter).await;
+    // The would-be denial spent nothing on "hour": 1 of 5 is spent.
+    let hour = Policy::new("hour", fixed(5, 3600));
+    let left = limiter.decide(hour.key("ip:192.0.2.1"), hour.limit(), 0, true);
+    assert_eq!(left.remaining, 4);
+}
+
+/// A key that holds another algorithm's state cannot be decided: the layer answers 500 rather
+/// than let the request through unlimited or deny it with made-up headers.
+#[tokio::test]
+async fn a_request_the_limiter_cannot_decide_is_a_500() {
+    let fixed_p = Policy::new("p", fixed(5, 60));
+    let gcra_p = Policy::new("p", Limit::gcra(5, Duration::from_secs(60)).unwrap());
+    let layer = RateLimitLayer::new(LocalLimiter::new(100), ClientIp::new())
+        .route("/a", [fixed_p])
+        .route("/b", [gcra_p]);
+    let mut app = app(layer);
+    assert_eq!(app.get("/a").await.status, StatusCode::OK);
+    let reply = app.get("/b").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(reply.body.contains("\"status\":500"), "{}", reply.body);
+    assert_eq!(app.inner_calls(), 1);
+}
+
+/// What the layer limits is logged once, at INFO, when it is first applied: a router applies a
+/// layer to each of its routes.
+#[test]
+fn the_routes_are_logged_once() {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let layer = RateLimitLayer::new(LocalLimiter::new(10), ClientIp::new())
+            .route(
+                "GET /search",
+                [Policy::new(
+                    "search",
+                    Limit::sliding(5, Duration::from_secs(10)).unwrap(),
+                )],
+            )
+            .route("/health", []);
+        for _ in 0..3 {
+            let _ = layer.layer(Inner {
+                calls: Arc::default(),
+            });
+        }
+    });
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let logged: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("HTTP rate limits"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{text}");
+    assert!(logged[0].contains(" INFO "), "{text}");
+    assert!(
+        logged[0].contains(
+            "GET /search: search (5 per 10s SLIDING); /health: not limited; \
+             any other request: not limited"
+        ),
+        "{text}"
+    );
 }

@@ -7,10 +7,11 @@
 use crate::config::{Config, Target};
 use crate::error::Error;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use std::sync::{PoisonError, RwLock};
 
 /// How many times the cluster connection retries a command after a redirection, a
 /// `TRYAGAIN`/`CLUSTERDOWN` or a lost node, waiting a few milliseconds between tries: enough to
@@ -18,6 +19,29 @@ use redis::{Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisF
 const CLUSTER_RETRIES: u32 = 6;
 /// The shortest and longest wait between two retries of the cluster connection, in ms.
 const CLUSTER_RETRY_WAIT_MS: (u64, u64) = (10, 100);
+
+/// The store's connection: the one in use, replaced whole when the probe finds Redis back on
+/// a fresh connection.
+pub(crate) struct SharedConnection(RwLock<Connection>);
+
+impl SharedConnection {
+    pub(crate) fn new(connection: Connection) -> SharedConnection {
+        SharedConnection(RwLock::new(connection))
+    }
+
+    /// The connection in use (a clone shares its sockets).
+    pub(crate) fn get(&self) -> Connection {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `connection` in use; calls that hold the old one finish on it.
+    pub(crate) fn replace(&self, connection: Connection) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = connection;
+    }
+}
 
 /// A connection to one server or to a cluster; cheap to clone (each clone shares the same
 /// connections).
@@ -34,55 +58,29 @@ impl Connection {
     /// first use, a cluster in the background. Fails when the configuration is invalid (a URL
     /// that does not parse, nodes with different TLS modes, ...).
     pub(crate) fn open(config: &Config) -> Result<Connection, Error> {
-        match config.validate()? {
-            Target::Single(url) => {
-                install_tls_provider([url]);
-                let client = redis::Client::open(url)?;
-                // No retries inside the connection manager: the breaker decides when to try
-                // again, and a call never waits for more than one connection attempt.
-                let manager_config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(Some(config.response_timeout))
-                    .set_number_of_retries(0);
-                let manager = ConnectionManager::new_lazy_with_config(client, manager_config)?;
-                Ok(Connection::Single(manager))
-            }
-            Target::Cluster(nodes) => {
-                install_tls_provider(nodes.iter().map(String::as_str));
-                let infos = nodes
-                    .iter()
-                    .map(|node| node.as_str().into_connection_info())
-                    .collect::<Result<Vec<ConnectionInfo>, _>>()?;
-                let (min_wait, max_wait) = CLUSTER_RETRY_WAIT_MS;
-                let mut builder = ClusterClientBuilder::new(infos.clone())
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.response_timeout)
-                    // Each attempt has the response timeout; the store's deadline bounds the
-                    // whole call, redirections and retries included.
-                    .overall_response_timeout(None)
-                    .retries(CLUSTER_RETRIES)
-                    .min_retry_wait(min_wait)
-                    .max_retry_wait(max_wait);
-                // The credentials of the first node that has some apply to every node, so that
-                // they need not be repeated in each URL.
-                if let Some(settings) = infos
-                    .iter()
-                    .map(ConnectionInfo::redis_settings)
-                    .find(|settings| settings.password().is_some())
-                {
-                    builder = builder.password(settings.password().unwrap_or_default());
-                    if let Some(username) = settings.username() {
-                        builder = builder.username(username);
-                    }
-                }
-                let cluster_config = ClusterConfig::new()
-                    .set_connection_timeout(config.connect_timeout)
-                    .set_response_timeout(config.response_timeout);
-                let connection = builder
-                    .build()?
-                    .get_pending_async_connection_with_config(cluster_config);
-                Ok(Connection::Cluster(connection))
-            }
+        match Client::new(config)? {
+            Client::Single(client, manager_config) => Ok(Connection::Single(
+                ConnectionManager::new_lazy_with_config(client, manager_config)?,
+            )),
+            Client::Cluster(client, cluster_config) => Ok(Connection::Cluster(
+                client.get_pending_async_connection_with_config(cluster_config),
+            )),
+        }
+    }
+
+    /// A new connection of `config`, connected now: what the store's probe uses, so that it
+    /// never reads the failure of an attempt made while Redis was down. Fails when Redis
+    /// cannot be reached within the connect timeout.
+    pub(crate) async fn connect(config: &Config) -> Result<Connection, Error> {
+        match Client::new(config)? {
+            Client::Single(client, manager_config) => Ok(Connection::Single(
+                ConnectionManager::new_with_config(client, manager_config).await?,
+            )),
+            Client::Cluster(client, cluster_config) => Ok(Connection::Cluster(
+                client
+                    .get_async_connection_with_config(cluster_config)
+                    .await?,
+            )),
         }
     }
 
@@ -198,6 +196,63 @@ impl ConnectionLike for NodeConnection {
         match self {
             NodeConnection::Single(conn) => conn.get_db(),
             NodeConnection::Node { .. } => 0,
+        }
+    }
+}
+
+/// The `redis` client of a configuration, and the settings of its connections.
+enum Client {
+    Single(redis::Client, ConnectionManagerConfig),
+    Cluster(ClusterClient, ClusterConfig),
+}
+
+impl Client {
+    fn new(config: &Config) -> Result<Client, Error> {
+        match config.validate()? {
+            Target::Single(url) => {
+                install_tls_provider([url]);
+                let client = redis::Client::open(url)?;
+                // No retries inside the connection manager: the store's probe decides when to
+                // try again, and a call never waits for more than one connection attempt.
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.response_timeout))
+                    .set_number_of_retries(0);
+                Ok(Client::Single(client, manager_config))
+            }
+            Target::Cluster(nodes) => {
+                install_tls_provider(nodes.iter().map(String::as_str));
+                let infos = nodes
+                    .iter()
+                    .map(|node| node.as_str().into_connection_info())
+                    .collect::<Result<Vec<ConnectionInfo>, _>>()?;
+                let (min_wait, max_wait) = CLUSTER_RETRY_WAIT_MS;
+                let mut builder = ClusterClientBuilder::new(infos.clone())
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.response_timeout)
+                    // Each attempt has the response timeout; the store's deadline bounds the
+                    // whole call, redirections and retries included.
+                    .overall_response_timeout(None)
+                    .retries(CLUSTER_RETRIES)
+                    .min_retry_wait(min_wait)
+                    .max_retry_wait(max_wait);
+                // The credentials of the first node that has some apply to every node, so that
+                // they need not be repeated in each URL.
+                if let Some(settings) = infos
+                    .iter()
+                    .map(ConnectionInfo::redis_settings)
+                    .find(|settings| settings.password().is_some())
+                {
+                    builder = builder.password(settings.password().unwrap_or_default());
+                    if let Some(username) = settings.username() {
+                        builder = builder.username(username);
+                    }
+                }
+                let cluster_config = ClusterConfig::new()
+                    .set_connection_timeout(config.connect_timeout)
+                    .set_response_timeout(config.response_timeout);
+                Ok(Client::Cluster(builder.build()?, cluster_config))
+            }
         }
     }
 }

@@ -8,13 +8,12 @@
 
 use super::route::Policy;
 use crate::decision::Decision;
-use crate::store::Quota;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::HeaderMap;
 use std::cmp::Reverse;
 use std::fmt::Write;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `X-RateLimit-Limit`: the capacity of the most restrictive policy.
 pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -26,6 +25,9 @@ pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-r
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`: the service limits, `"name";r=<available>;t=<seconds>`.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `X-RateLimit-Shadow`: in shadow mode, the policies that would have denied the request, as
+/// a list of strings: `"search", "upload"`.
+pub const X_RATELIMIT_SHADOW: HeaderName = HeaderName::from_static("x-ratelimit-shadow");
 
 /// The `type` of the 429 body.
 pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
@@ -69,27 +71,49 @@ pub(crate) fn allowed(checked: &[Checked<'_>], now: SystemTime, headers: &mut He
 /// that wait in whole seconds, rounded up, and absent when some policy can never admit the
 /// request (its cost exceeds the capacity). `RateLimit-Policy` lists every policy of the route.
 pub(crate) fn denied(checked: &[Checked<'_>], now: SystemTime) -> (HeaderMap, Bytes) {
-    let violated: Vec<&Checked<'_>> = checked.iter().filter(|c| !c.decision.allowed).collect();
+    let violated: Vec<&Checked<'_>> = checked
+        .iter()
+        .filter(|c| !c.decision.is_admitted())
+        .collect();
     // `None` (never) waits longest.
-    let wait = |c: &&Checked<'_>| c.decision.retry_after.map_or(u64::MAX, ceil_seconds);
+    let wait = |c: &&Checked<'_>| c.decision.retry_after().map_or(u64::MAX, ceil_seconds);
     let mut headers = HeaderMap::new();
     let Some(tightest) = violated.iter().copied().max_by_key(wait) else {
         return (headers, Bytes::new());
     };
-    let retry_after = tightest.decision.retry_after.map(ceil_seconds);
+    let retry_after = tightest.decision.retry_after().map(ceil_seconds);
     if let Some(seconds) = retry_after {
         headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
     set_x_headers(&tightest.decision, now, &mut headers);
     append(&mut headers, RATELIMIT_POLICY, policy_field(checked));
     let limits = violated.iter().map(|c| {
-        let t = c.decision.retry_after.map(ceil_seconds);
+        let t = c.decision.retry_after().map(ceil_seconds);
         (c.policy.name(), c.decision.remaining, t)
     });
     append(&mut headers, RATELIMIT, limit_field(limits));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     let names: Vec<&str> = violated.iter().map(|c| c.policy.name()).collect();
     (headers, Bytes::from(problem_body(&names, retry_after)))
+}
+
+/// In shadow mode, names the policies that would have denied the request.
+pub(crate) fn shadow_denied(violated: &[&Checked<'_>], headers: &mut HeaderMap) {
+    let names = violated.iter().map(|c| sf_string(c.policy.name()));
+    append(
+        headers,
+        X_RATELIMIT_SHADOW,
+        names.collect::<Vec<_>>().join(", "),
+    );
+}
+
+/// The headers and the body of the 500 for a request that the limiter could not decide.
+pub(crate) fn limiter_failed() -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    let body = "{\"type\":\"about:blank\",\"title\":\"Internal Server Error\",\"status\":500,\
+                \"detail\":\"The rate limiter could not decide on the request.\"}";
+    (headers, Bytes::from_static(body.as_bytes()))
 }
 
 /// The headers and the body of the 400 for a request without a subject.
@@ -102,10 +126,11 @@ pub(crate) fn missing_key() -> (HeaderMap, Bytes) {
 }
 
 fn set_x_headers(decision: &Decision, now: SystemTime, headers: &mut HeaderMap) {
-    let quota = Quota::from_decision(decision, now);
-    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(quota.total));
-    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(quota.remaining));
-    headers.insert(X_RATELIMIT_RESET, HeaderValue::from(quota.reset_at));
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let reset_at = ceil_seconds(now.saturating_add(decision.reset_after));
+    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
+    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
+    headers.insert(X_RATELIMIT_RESET, HeaderValue::from(reset_at));
 }
 
 /// Appends rather than replaces: these fields are lists, and another layer may have set its own.
@@ -124,10 +149,10 @@ pub(crate) fn policy_field(checked: &[Checked<'_>]) -> String {
     let mut field = String::new();
     for (i, c) in checked.iter().enumerate() {
         let limit = c.policy.limit();
-        let window = ceil_seconds(limit.period).max(1);
+        let window = ceil_seconds(limit.period()).max(1);
         let separator = if i == 0 { "" } else { ", " };
         let name = sf_string(c.policy.name());
-        let _ = write!(field, "{separator}{name};q={};w={window}", limit.limit);
+        let _ = write!(field, "{separator}{name};q={};w={window}", limit.limit());
     }
     field
 }
@@ -211,10 +236,8 @@ fn json_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::Backend;
+    use crate::decision::{Backend, Outcome};
     use crate::limit::Limit;
-    use crate::Algorithm;
-    use std::time::UNIX_EPOCH;
 
     fn decision(
         allowed: bool,
@@ -224,13 +247,17 @@ mod tests {
         retry_ms: i64,
     ) -> Decision {
         Decision {
-            allowed,
+            outcome: Outcome::from_reply(allowed, retry_ms),
             limit,
             remaining,
             reset_after: Duration::from_millis(reset_ms),
-            retry_after: u64::try_from(retry_ms).ok().map(Duration::from_millis),
             backend: Backend::Module,
+            enforced: true,
         }
+    }
+
+    fn limit(limit: u64, period: Duration) -> Limit {
+        Limit::fixed(limit, period).unwrap()
     }
 
     fn text(headers: &HeaderMap, name: &str) -> Vec<String> {
@@ -257,13 +284,13 @@ mod tests {
 
     #[test]
     fn formats_structured_field_lists() {
-        let search = Policy::new("search", Limit::new(5, Duration::from_secs(10)));
-        let burst = Policy::new("up\"load\\", Limit::new(2, Duration::from_millis(1500))).cost(2);
+        let search = Policy::new("search", limit(5, Duration::from_secs(10)));
+        let burst = Policy::new("up\"load\\", limit(2, Duration::from_millis(1500))).cost(2);
         let gcra = Policy::new(
             "g",
-            Limit::new(10, Duration::from_millis(100))
-                .algorithm(Algorithm::Gcra)
-                .burst(3),
+            Limit::gcra(10, Duration::from_millis(100))
+                .and_then(|limit| limit.with_burst(3))
+                .unwrap(),
         );
         let checked: Vec<Checked<'_>> = [&search, &burst, &gcra]
             .into_iter()
@@ -285,8 +312,8 @@ mod tests {
 
     #[test]
     fn reports_the_policy_with_the_fewest_units_left() {
-        let minute = Policy::new("minute", Limit::new(10, Duration::from_secs(60)));
-        let hour = Policy::new("hour", Limit::new(100, Duration::from_secs(3600)));
+        let minute = Policy::new("minute", limit(10, Duration::from_secs(60)));
+        let hour = Policy::new("hour", limit(100, Duration::from_secs(3600)));
         let checked = [
             Checked {
                 policy: &minute,
@@ -331,9 +358,9 @@ mod tests {
 
     #[test]
     fn a_denial_reports_the_longest_wait() {
-        let a = Policy::new("a", Limit::new(5, Duration::from_secs(10)));
-        let b = Policy::new("b", Limit::new(2, Duration::from_secs(60)));
-        let c = Policy::new("c", Limit::new(9, Duration::from_secs(60)));
+        let a = Policy::new("a", limit(5, Duration::from_secs(10)));
+        let b = Policy::new("b", limit(2, Duration::from_secs(60)));
+        let c = Policy::new("c", limit(9, Duration::from_secs(60)));
         let checked = [
             Checked {
                 policy: &a,
@@ -373,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_request_that_never_fits_has_no_retry_after() {
-        let a = Policy::new("a", Limit::new(5, Duration::from_secs(10))).cost(6);
+        let a = Policy::new("a", limit(5, Duration::from_secs(10))).cost(6);
         let checked = [Checked {
             policy: &a,
             decision: decision(false, 5, 5, 0, -1),
@@ -385,6 +412,28 @@ mod tests {
         assert!(std::str::from_utf8(&body)
             .unwrap()
             .contains("\"detail\":\"The request can never be admitted: it costs more than policy \\\"a\\\" allows.\""));
+    }
+
+    #[test]
+    fn a_shadow_denial_names_the_policies() {
+        let a = Policy::new("a", limit(5, Duration::from_secs(10)));
+        let b = Policy::new("b", limit(5, Duration::from_secs(10)));
+        let checked = [
+            Checked {
+                policy: &a,
+                decision: decision(false, 5, 0, 7_200, 7_200),
+            },
+            Checked {
+                policy: &b,
+                decision: decision(false, 5, 0, 7_200, -1),
+            },
+        ];
+        let mut headers = HeaderMap::new();
+        shadow_denied(&[&checked[0], &checked[1]], &mut headers);
+        assert_eq!(text(&headers, "x-ratelimit-shadow"), [r#""a", "b""#]);
+        let mut headers = HeaderMap::new();
+        shadow_denied(&[], &mut headers);
+        assert!(headers.is_empty());
     }
 
     #[test]

@@ -4,6 +4,8 @@ use http::request::Parts;
 use http::{Extensions, HeaderName};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::warn;
 
 /// The longest header value [`Header`] takes as a subject.
 pub const MAX_HEADER_KEY_LEN: usize = 256;
@@ -20,18 +22,28 @@ pub const MAX_HEADER_KEY_LEN: usize = 256;
 /// | [`KeyExtractor::or`] | the first extractor's subject, else the second's | both are `None` |
 ///
 /// A request without a subject is answered `400 Bad Request`, never let through unlimited: a
-/// client must not escape its limit by leaving a header out. Chain a fallback with
-/// [`KeyExtractor::or`]:
+/// client must not escape its limit by leaving a header out.
+///
+/// **A subject that the client chooses is no limit.** A client that sends a new invented API
+/// key with each request is a new subject each time: `Header::new("x-api-key")` alone, or
+/// `Header::new("x-api-key").or(ClientIp::new())`, never limits it. Limit the client's address
+/// always, and a key as well, with a [`super::Policy::subject`] of its own; and count a key
+/// only once it is authenticated (a closure that reads what the authentication layer put in
+/// the request's extensions), or anyone can spend anyone's quota.
 ///
 /// ```
 /// use http::request::Parts;
-/// use ratelimit_client::tower::{ClientIp, Header, KeyExtractor};
+/// use ratelimit_client::tower::{ClientIp, KeyExtractor};
 ///
-/// let by_api_key_or_ip = Header::new("x-api-key").or(ClientIp::new());
-/// let by_user = |request: &Parts| {
-///     let id = request.headers.get("x-user-id")?.to_str().ok()?;
-///     Some(format!("user:{id}"))
-/// };
+/// /// What the authentication layer in front put in the request.
+/// #[derive(Clone)]
+/// struct User(u64);
+///
+/// let by_user_or_ip = (|request: &Parts| {
+///     let user = request.extensions.get::<User>()?;
+///     Some(format!("user:{}", user.0))
+/// })
+/// .or(ClientIp::new());
 /// ```
 pub trait KeyExtractor: Send + Sync + 'static {
     /// The subject of `request`, or `None` when it has none (the layer answers 400).
@@ -75,6 +87,12 @@ impl<A: KeyExtractor, B: KeyExtractor> KeyExtractor for Or<A, B> {
 
 /// The value of one request header, prefixed with its name: `x-api-key:abc`.
 ///
+/// # A header is what the client says
+/// **Use it only for a header that is authenticated before this layer sees it**, or as a
+/// policy's own subject next to a limit on the client's address ([`super::Policy::subject`]).
+/// A client chooses its headers: one that invents a new key for each request is never limited
+/// by the key alone, and one that copies another client's key spends that client's quota.
+///
 /// The value is used as it is, so it is stored in the limiter's keys: prefer an identifier to a
 /// secret. Values that are empty, longer than [`MAX_HEADER_KEY_LEN`] bytes or not visible ASCII
 /// give no subject. With several lines of the header, the first counts.
@@ -111,8 +129,10 @@ impl KeyExtractor for Header {
 /// # The peer address
 /// The address of the connection's peer is read from the request's extensions, where the
 /// server puts it: a [`SocketAddr`] (or an [`IpAddr`]) by default. Servers that wrap it in a
-/// type of their own are read with [`ClientIp::peer_addr`]; for axum's
-/// `ConnectInfo<SocketAddr>` (served with `into_make_service_with_connect_info`):
+/// type of their own are read with [`ClientIp::peer_addr`]. axum puts it there only when it
+/// serves with `into_make_service_with_connect_info::<SocketAddr>()`, as a
+/// `ConnectInfo<SocketAddr>`; without it, no request has an address, every one is answered 400,
+/// and the first logs a warning:
 ///
 /// ```
 /// use axum::extract::ConnectInfo;
@@ -242,7 +262,11 @@ impl ClientIp {
 
 impl KeyExtractor for ClientIp {
     fn extract(&self, request: &Parts) -> Option<String> {
-        Some(match self.client_ip(request)? {
+        let Some(ip) = self.client_ip(request) else {
+            no_peer_address();
+            return None;
+        };
+        Some(match ip {
             IpAddr::V4(ip) => format!("ip:{ip}"),
             IpAddr::V6(ip) if self.ipv6_prefix == 128 => format!("ip:{ip}"),
             IpAddr::V6(ip) => {
@@ -252,6 +276,20 @@ impl KeyExtractor for ClientIp {
                 format!("ip:{network}/{bits}")
             }
         })
+    }
+}
+
+/// Warns, once per process, that a request came without a peer address: the server does not
+/// pass it, so every request will be answered 400.
+fn no_peer_address() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        warn!(
+            "ClientIp found no client address in a request, which is answered 400: the server \
+             must put the peer address in the request's extensions (axum: serve with \
+             into_make_service_with_connect_info::<SocketAddr>(), and read ConnectInfo with \
+             ClientIp::peer_addr)"
+        );
     }
 }
 

@@ -1,31 +1,34 @@
 //! HTTP rate limiting as a tower middleware (feature `tower`): [`RateLimitLayer`].
 //!
-//! Each route has its limits, as named [`Policy`]s; a [`KeyExtractor`] names the subject of
-//! each request (the client's IP, an API key, ...); a [`Limiter`] decides, usually a
-//! [`crate::RedisStore`].
+//! Each route has its limits, as named [`Policy`]s; a [`KeyExtractor`] names the subject each
+//! request counts against (the client's IP, a user); a [`Limiter`] decides, usually a
+//! [`crate::RedisStore`]. The crate's front page has a complete axum server.
 //!
-//! ```no_run
-//! use ratelimit_client::tower::{ClientIp, Header, KeyExtractor, Policy, RateLimitLayer};
-//! use ratelimit_client::{Algorithm, Config, Limit, RedisStore};
+//! ```
+//! use ratelimit_client::tower::{ClientIp, Header, Policy, RateLimitLayer};
+//! use ratelimit_client::{Limit, LocalLimiter};
 //! use std::time::Duration;
 //!
-//! # fn build() -> Result<(), ratelimit_client::Error> {
-//! let store = RedisStore::open(Config::new("redis://127.0.0.1:6379"))?;
-//! let search = Limit::new(5, Duration::from_secs(10)).algorithm(Algorithm::Sliding);
-//! let upload = Limit::new(2, Duration::from_secs(60)).algorithm(Algorithm::Gcra);
-//! let hourly = Limit::new(20, Duration::from_secs(3600));
-//! let layer = RateLimitLayer::new(store, Header::new("x-api-key").or(ClientIp::new()))
-//!     .route("/search", [Policy::new("search", search)])
-//!     .route("/upload", [Policy::new("upload", upload), Policy::new("upload-hourly", hourly)])
-//!     .default_route([Policy::new("default", Limit::new(100, Duration::from_secs(60)))]);
+//! # fn main() -> Result<(), ratelimit_client::Error> {
+//! let minute = Duration::from_secs(60);
+//! let layer = RateLimitLayer::new(LocalLimiter::default(), ClientIp::new())
+//!     .route("GET /search", [Policy::new("search", Limit::sliding(5, Duration::from_secs(10))?)])
+//!     // Several policies: every one must admit the request.
+//!     .route("POST /upload", [
+//!         Policy::new("upload", Limit::gcra(2, minute)?),
+//!         Policy::new("upload-hourly", Limit::fixed(10, 60 * minute)?),
+//!         // A key's limit as well as the address's (authenticate the key first: see `Header`).
+//!         Policy::new("upload-key", Limit::fixed(100, 60 * minute)?).subject(Header::new("x-api-key")),
+//!     ])
+//!     .default_route([Policy::new("default", Limit::fixed(100, minute)?)]);
 //! // axum: Router::new().route(...).layer(layer); tower: ServiceBuilder::new().layer(layer)
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! # What it answers
-//! A request whose route has policies is decided under each of them, for its subject (the
-//! limiter's key is `policy + ":" + subject`).
+//! A request that matches a route (its method and path) is decided under each of the route's
+//! policies, for its subject: the limiter's key is `Key::new(policy, subject)`.
 //!
 //! - **Admitted** by every policy: it goes to the inner service, and the response gets the
 //!   headers below.
@@ -36,19 +39,26 @@
 //!   ```json
 //!   {"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Quota Exceeded","status":429,"detail":"The quota of policy \"search\" is exceeded: retry in 8 s.","violated-policies":["search"]}
 //!   ```
-//! - **Without a subject** (the extractor answered `None`): `400 Bad Request`, with a problem
-//!   body; never let through unlimited.
-//! - **Unmatched** by any route and no default: passed through untouched.
+//! - **Without a subject** (the layer's extractor answered `None`): `400 Bad Request`, with a
+//!   problem body; never let through unlimited. A policy with a subject of its own
+//!   ([`Policy::subject`]) simply does not apply to a request without one.
+//! - **Not decided**, because the limiter refused the call (a key that holds other data in
+//!   Redis): `500 Internal Server Error`, logged at `ERROR`.
+//! - **Unmatched** by any route and no default: passed through untouched. The layer logs its
+//!   routes once, at `INFO`, when it is first applied, so what is limited is never a guess.
+//! - **In shadow mode** ([`RateLimitLayer::shadow`]): decided and counted the same, but never
+//!   refused: a would-be denial goes to the service, with `X-RateLimit-Shadow`.
 //!
 //! | header | on | value |
 //! |---|---|---|
 //! | `X-RateLimit-Limit` | 200, 429 | the capacity of the reported policy (`limit`, or GCRA's `burst`) |
 //! | `X-RateLimit-Remaining` | 200, 429 | its units left |
 //! | `X-RateLimit-Reset` | 200, 429 | when it is back to full capacity, in Unix seconds, rounded up |
-//! | `RateLimit-Policy` | 200, 429 | every policy of the route: `"search";q=5;w=10` (`q` the limit, `w` the period in seconds, rounded up) |
+//! | `RateLimit-Policy` | 200, 429 | every policy that applied: `"search";q=5;w=10` (`q` the limit, `w` the period in seconds, rounded up) |
 //! | `RateLimit` | 200 | every policy: `"search";r=4;t=10` (`r` units left, `t` seconds until full capacity, rounded up) |
 //! | `RateLimit` | 429 | the violated policies: `"search";r=0;t=8` (`t` the seconds until it admits the request; absent when it never can) |
 //! | `Retry-After` | 429 | seconds until every violated policy admits the request, rounded **up**: a client that waits that long and retries is admitted, unless others spent in between. Absent when the request can never be admitted (its cost exceeds a capacity) |
+//! | `X-RateLimit-Shadow` | 200, in shadow mode | the policies that would have denied the request: `"search"` |
 //!
 //! The reported policy of the `X-RateLimit-*` headers is, on a 200, the one with the fewest
 //! units left (on a tie, the one that takes longest to reset), and on a 429, the violated one
@@ -62,10 +72,9 @@
 //! `check_all` for why that trade-off.
 //!
 //! # Failures
-//! The limiter always decides. With a [`crate::RedisStore`], while Redis cannot answer, the
-//! store's [`crate::FailurePolicy`] does: `Local` limits in this process, `Allow` admits (and
-//! reports every policy full), `Deny` answers 429 with `Retry-After` set to when Redis is next
-//! tried. An invalid limit is denied for good: 429 without `Retry-After`.
+//! The limiter always decides while Redis is out. With a [`crate::RedisStore`], the store's
+//! [`crate::FailurePolicy`] does: `Local` limits in this process, `Allow` admits (and reports
+//! every policy full), `Deny` answers 429 with `Retry-After` set to when Redis is next tried.
 
 mod body;
 mod headers;
@@ -78,7 +87,7 @@ mod service;
 pub use body::ResponseBody;
 pub use headers::{
     PROBLEM_JSON, QUOTA_EXCEEDED, RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT,
-    X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+    X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, X_RATELIMIT_SHADOW,
 };
 pub use key::{ClientIp, Header, KeyExtractor, Or, MAX_HEADER_KEY_LEN};
 pub use layer::RateLimitLayer;

@@ -7,6 +7,8 @@ use super::layer::RateLimitLayer;
 use super::limiter::Limiter;
 use super::route::Policy;
 use crate::decision::Decision;
+use crate::error::Error;
+use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use std::fmt;
 use std::future::Future;
@@ -14,7 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 use tower_service::Service;
-use tracing::debug;
+use tracing::{debug, error, info};
 
 /// The future of a [`RateLimitService`] call.
 pub type ResponseFuture<B, E> =
@@ -89,37 +91,74 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let policies = match layer.routes.find(parts.uri.path()) {
+            let pass = |inner: &mut S, parts, body| inner.call(Request::from_parts(parts, body));
+            let policies = match layer.routes.find(&parts.method, parts.uri.path()) {
                 Some(policies) if !policies.is_empty() => policies.clone(),
                 _ => {
-                    let response = inner.call(Request::from_parts(parts, body)).await?;
-                    return Ok(response.map(ResponseBody::inner));
+                    return Ok(pass(&mut inner, parts, body)
+                        .await?
+                        .map(ResponseBody::inner))
                 }
             };
-            let Some(subject) = layer.extractor.extract(&parts) else {
+            let Some(subjects) = subjects(&*layer.extractor, &policies, &parts) else {
                 debug!(path = %parts.uri.path(), "no rate limit key for the request: 400");
                 let (headers, body) = headers::missing_key();
                 return Ok(own_response(StatusCode::BAD_REQUEST, headers, body));
             };
-            let decisions = check_all(&*layer.limiter, &policies, &subject).await;
+            if subjects.is_empty() {
+                return Ok(pass(&mut inner, parts, body)
+                    .await?
+                    .map(ResponseBody::inner));
+            }
+            let decisions = match check_all(&*layer.limiter, &subjects).await {
+                Ok(decisions) => decisions,
+                Err((policy, subject, error)) => {
+                    let key = policy.key(subject).masked("");
+                    error!(key = %key, error = %error, "the rate limiter failed");
+                    if layer.shadow {
+                        return Ok(pass(&mut inner, parts, body)
+                            .await?
+                            .map(ResponseBody::inner));
+                    }
+                    let (headers, body) = headers::limiter_failed();
+                    return Ok(own_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        headers,
+                        body,
+                    ));
+                }
+            };
             let now = SystemTime::now();
-            let checked: Vec<Checked<'_>> = policies
+            let checked: Vec<Checked<'_>> = subjects
                 .iter()
                 .zip(decisions)
-                .map(|(policy, decision)| Checked { policy, decision })
+                .map(|((policy, _), decision)| Checked { policy, decision })
                 .collect();
-            if checked.iter().all(|c| c.decision.allowed) {
-                let response = inner.call(Request::from_parts(parts, body)).await?;
-                let (mut response_parts, body) = response.into_parts();
-                headers::allowed(&checked, now, &mut response_parts.headers);
-                Ok(Response::from_parts(
-                    response_parts,
-                    ResponseBody::inner(body),
-                ))
-            } else {
+            let violated: Vec<&Checked<'_>> = checked
+                .iter()
+                .filter(|c| !c.decision.is_admitted())
+                .collect();
+            let enforced = !layer.shadow && violated.iter().any(|c| c.decision.enforced);
+            if enforced {
                 let (headers, body) = headers::denied(&checked, now);
-                Ok(own_response(StatusCode::TOO_MANY_REQUESTS, headers, body))
+                return Ok(own_response(StatusCode::TOO_MANY_REQUESTS, headers, body));
             }
+            if !violated.is_empty() {
+                let names: Vec<&str> = violated.iter().map(|c| c.policy.name()).collect();
+                info!(
+                    path = %parts.uri.path(),
+                    policies = ?names,
+                    "request over its rate limit; let through in shadow mode"
+                );
+            }
+            let response = pass(&mut inner, parts, body).await?;
+            let (mut response_parts, body) = response.into_parts();
+            headers::allowed(&checked, now, &mut response_parts.headers);
+            headers::shadow_denied(&violated, &mut response_parts.headers);
+            Ok(Response::from_parts(
+                response_parts,
+                ResponseBody::inner(body),
+            ))
         })
     }
 }
@@ -135,7 +174,34 @@ fn own_response<B>(
     response
 }
 
-/// Decides the request under every policy, in order.
+/// Each policy of the route with the subject its request counts against: the policy's own
+/// extractor's, or the layer's. A policy whose own extractor names no subject does not apply.
+/// `None` when a policy needs the layer's subject and the request has none: the layer answers
+/// 400, rather than let it through unlimited.
+fn subjects<'p>(
+    extractor: &dyn KeyExtractor,
+    policies: &'p [Policy],
+    request: &Parts,
+) -> Option<Vec<(&'p Policy, String)>> {
+    let mut layer_subject: Option<Option<String>> = None;
+    let mut subjects = Vec::with_capacity(policies.len());
+    for policy in policies {
+        let subject = match policy.own_subject() {
+            Some(own) => match own.extract(request) {
+                Some(subject) => subject,
+                None => continue,
+            },
+            None => layer_subject
+                .get_or_insert_with(|| extractor.extract(request))
+                .clone()?,
+        };
+        subjects.push((policy, subject));
+    }
+    Some(subjects)
+}
+
+/// Decides the request under every policy, in order; fails with the policy, the subject and
+/// the error of the first call the limiter refused.
 ///
 /// With one policy, one check: a denial spends nothing. With several, a denied request must
 /// spend nothing either, so every policy is first asked with a dry run; only if all admit the
@@ -145,26 +211,35 @@ fn own_response<B>(
 /// case; the alternatives (spend everywhere, or a script across keys) cost more or break
 /// cluster safety. The decisions of the dry run stand for the policies that were not checked
 /// for real.
-async fn check_all<L: Limiter>(limiter: &L, policies: &[Policy], subject: &str) -> Vec<Decision> {
-    if let [policy] = policies {
+async fn check_all<'p, L: Limiter>(
+    limiter: &L,
+    subjects: &'p [(&'p Policy, String)],
+) -> Result<Vec<Decision>, (&'p Policy, &'p str, Error)> {
+    let check = |policy: &'p Policy, subject: &'p str, dry_run: bool| async move {
         let key = policy.key(subject);
-        return vec![limiter.check(&key, policy.limit(), policy.get_cost()).await];
+        let decision = if dry_run {
+            limiter
+                .check_dry_run(key, policy.limit(), policy.get_cost())
+                .await
+        } else {
+            limiter.check(key, policy.limit(), policy.get_cost()).await
+        };
+        decision.map_err(|error| (policy, subject, error))
+    };
+    if let [(policy, subject)] = subjects {
+        return Ok(vec![check(policy, subject, false).await?]);
     }
-    let keys: Vec<String> = policies.iter().map(|policy| policy.key(subject)).collect();
-    let mut decisions = Vec::with_capacity(policies.len());
-    for (policy, key) in policies.iter().zip(&keys) {
-        let decision = limiter
-            .check_dry_run(key, policy.limit(), policy.get_cost())
-            .await;
-        decisions.push(decision);
+    let mut decisions = Vec::with_capacity(subjects.len());
+    for (policy, subject) in subjects {
+        decisions.push(check(policy, subject, true).await?);
     }
-    if decisions.iter().all(|decision| decision.allowed) {
-        for ((policy, key), slot) in policies.iter().zip(&keys).zip(&mut decisions) {
-            *slot = limiter.check(key, policy.limit(), policy.get_cost()).await;
-            if !slot.allowed {
+    if decisions.iter().all(Decision::is_admitted) {
+        for ((policy, subject), slot) in subjects.iter().zip(&mut decisions) {
+            *slot = check(policy, subject, false).await?;
+            if !slot.is_admitted() {
                 break;
             }
         }
     }
-    decisions
+    Ok(decisions)
 }

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod http;
 
 #[allow(unused_imports)]
 pub use ratelimit_testkit::module_path;
@@ -37,6 +38,13 @@ fn server_major_version() -> u32 {
 /// A port on which nothing listens.
 pub fn closed_port() -> u16 {
     ratelimit_testkit::free_port(false)
+}
+
+/// A store for `config` that Redis has answered: the backend is detected.
+pub async fn connected(config: ratelimit_client::Config) -> ratelimit_client::RedisStore {
+    let store = ratelimit_client::RedisStore::new(config).expect("a valid configuration");
+    store.ping().await.expect("Redis answers");
+    store
 }
 
 /// The binary of this package's example `name`, built with `features` when it is missing or
