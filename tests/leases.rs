@@ -127,7 +127,7 @@ fn run_holder(
     let mut con = client.get_connection().unwrap();
     let lease = format!("{LEASE_MS}ms");
     let limit = LIMIT.to_string();
-    let automatic = holder % 3 == 0;
+    let automatic = holder.is_multiple_of(3);
     let mut held = Vec::new();
     let mut denied = 0;
     barrier.wait();
@@ -166,7 +166,7 @@ fn run_holder(
         let mut belief = vec![(received, sent + lease_len - MARGIN)];
         let mut last_sent = sent;
         thread::sleep(Duration::from_millis(((holder + n) % 3) as u64));
-        if (holder + n) % 5 == 0 {
+        if (holder + n).is_multiple_of(5) {
             // A renewal: the same ID, taking no second slot.
             let sent = start.elapsed();
             let renewed = acquire(&mut con, &[POOL, limit.as_str(), lease.as_str(), "ID", &id]);

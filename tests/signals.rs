@@ -54,10 +54,7 @@ const FAR: &str = "9999999999999";
 /// member scored 1 (in 1970) is an expired lease, one scored `FAR` a live one.
 fn lease_rows(long_id: &str) -> Vec<OwnedRow> {
     let far = |line: &str| line.replace("FAR", FAR);
-    let with_expired = vec![
-        "ZADD {k} 1 old FAR a".to_string(),
-        "PEXPIREAT {k} FAR".to_string(),
-    ];
+    let expired = ["ZADD {k} 1 old FAR a", "PEXPIREAT {k} FAR"];
     let one = vec!["RATELIMIT.ACQUIRE {k} 1 1h ID a"];
     let two = vec![
         "RATELIMIT.ACQUIRE {k} 3 1h ID a",
@@ -106,7 +103,6 @@ fn lease_rows(long_id: &str) -> Vec<OwnedRow> {
     for (name, setup, call) in unchanged {
         row(name, setup, call, &[]);
     }
-    let expired: Vec<&str> = with_expired.iter().map(String::as_str).collect();
     let written: [(&str, &[&str], &str, &[&'static str]); 13] = [
         (
             "a granted ACQUIRE on a new key",
