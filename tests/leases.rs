@@ -383,14 +383,14 @@ fn fifty_connections_never_hold_more_than_the_limit() {
 fn a_lease_ends_by_itself_and_a_renewal_keeps_it() {
     let (_server, mut con, _) = setup();
 
-    // A crashed holder, with an automatic ID, and a 150 ms lease.
-    let crashed = acquire(&mut con, &["slot", "1", "150ms"]);
+    // A crashed holder, with an automatic ID, and a 300 ms lease.
+    let crashed = acquire(&mut con, &["slot", "1", "300ms"]);
     let crashed_id = crashed.id().to_string();
     let crashed_until = score_of(&mut con, "slot", &crashed_id);
-    let waiting = acquire(&mut con, &["slot", "1", "150ms"]);
+    let waiting = acquire(&mut con, &["slot", "1", "300ms"]);
     assert!(!waiting.is_allowed(), "{waiting:?}");
     assert!(
-        (1..=150).contains(&waiting.decision.retry_after),
+        (1..=300).contains(&waiting.decision.retry_after),
         "{waiting:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -768,8 +768,8 @@ fn the_key_expires_with_its_latest_lease() {
     }
 
     // Expired: the key goes with its latest lease, by itself.
-    acquire(&mut con, &["short", "2", "100ms", "ID", "x"]);
-    acquire(&mut con, &["short", "2", "60ms", "ID", "y"]);
+    acquire(&mut con, &["short", "2", "300ms", "ID", "x"]);
+    acquire(&mut con, &["short", "2", "200ms", "ID", "y"]);
     let at = score_of(&mut con, "short", "x");
     assert_expires_at(&mut con, "short", at, has_pet, "two short leases");
     let deadline = Instant::now() + Duration::from_secs(10);
