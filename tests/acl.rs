@@ -1,18 +1,22 @@
-//! ACLs: key patterns apply to the key of every RATELIMIT.* command on every server; the commands
-//! are in `@write`/`@read` and `@fast`, and in `@ratelimit`, where the server lets a module set
-//! categories. Features are detected by asking the server (`ACL CAT`), never by its version; a
-//! test that cannot run on this server says so on stderr.
+//! ACLs: key patterns apply to the key of every RATELIMIT.* command on every server (the lease
+//! commands of issue 11 included); the commands are in `@write`/`@read` and `@fast`, and in
+//! `@ratelimit`, where the server lets a module set categories. Features are detected by asking
+//! the server (`ACL CAT`), never by its version; a test that cannot run on this server says so
+//! on stderr.
 
 mod common;
 
 use common::*;
 use redis::Value;
 
-const COMMANDS: [&str; 5] = [
+/// The application's commands, sorted (RATELIMIT.TOP, an administrator's, is not among them).
+const COMMANDS: [&str; 7] = [
+    "ratelimit.acquire",
     "ratelimit.check",
     "ratelimit.mcheck",
     "ratelimit.quota",
     "ratelimit.refund",
+    "ratelimit.release",
     "ratelimit.reset",
 ];
 
@@ -56,14 +60,18 @@ fn is_noperm(reply: &Value) -> bool {
     error_text(reply).is_some_and(|e| e.starts_with("NOPERM"))
 }
 
-/// Each command once on `key`, in the order of [`COMMANDS`]: the replies of CHECK, MCHECK,
-/// QUOTA, REFUND and RESET.
-fn each_command(con: &mut redis::Connection, key: &str) -> [Value; 5] {
+/// Each command once, in the order of [`COMMANDS`]: the replies of ACQUIRE, CHECK, MCHECK,
+/// QUOTA, REFUND, RELEASE and RESET. The limiter commands use `key`, the lease commands
+/// `<key>:lease` (a sorted set, which a limiter command would refuse with WRONGTYPE).
+fn each_command(con: &mut redis::Connection, key: &str) -> [Value; 7] {
+    let lease = format!("{key}:lease");
     [
+        call(con, &["RATELIMIT.ACQUIRE", &lease, "5", "1h", "ID", "a"]),
         call(con, &["RATELIMIT.CHECK", key, "5", "1h"]),
         call(con, &["RATELIMIT.MCHECK", "1", key, "LIMIT", "5", "1h"]),
         call(con, &["RATELIMIT.QUOTA", key, "5", "1h"]),
         call(con, &["RATELIMIT.REFUND", key, "5", "1h", "COST", "1"]),
+        call(con, &["RATELIMIT.RELEASE", &lease, "a"]),
         call(con, &["RATELIMIT.RESET", key]),
     ]
 }
@@ -92,10 +100,12 @@ fn key_patterns_apply_to_every_command() {
         &mut admin,
         "limiter",
         &[
+            "+ratelimit.acquire",
             "+ratelimit.check",
             "+ratelimit.mcheck",
             "+ratelimit.quota",
             "+ratelimit.refund",
+            "+ratelimit.release",
             "+ratelimit.reset",
             "~rl:*",
         ],
@@ -113,6 +123,14 @@ fn key_patterns_apply_to_every_command() {
     assert_eq!(info["ratelimit_quota_calls"], "1", "{info:?}");
     assert_eq!(info["ratelimit_refunds"], "1", "{info:?}");
     assert_eq!(info["ratelimit_resets"], "1", "{info:?}");
+    assert_eq!(info["ratelimit_acquired"], "1", "{info:?}");
+    assert_eq!(info["ratelimit_acquire_denied"], "0", "{info:?}");
+    assert_eq!(info["ratelimit_releases"], "1", "{info:?}");
+    assert_eq!(info["ratelimit_released"], "1", "{info:?}");
+    assert!(
+        !exists(&mut admin, "other:user:1:lease"),
+        "a refused ACQUIRE wrote nothing"
+    );
 }
 
 #[test]
@@ -141,9 +159,11 @@ fn the_commands_join_the_categories_their_flags_stand_for() {
     assert_eq!(
         write,
         [
+            "ratelimit.acquire",
             "ratelimit.check",
             "ratelimit.mcheck",
             "ratelimit.refund",
+            "ratelimit.release",
             "ratelimit.reset"
         ]
     );

@@ -113,30 +113,6 @@ fn wait_for_replica(master: &mut redis::Connection) {
     assert_eq!(acked, 1, "the replica acknowledged the master's writes");
 }
 
-/// Waits until `server` has `role` (`master` or `slave`), and as a replica, a live link.
-fn wait_for_role(server: &Server, role_wanted: &str) {
-    let mut con = server.con();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if role(&mut con) == role_wanted {
-            if role_wanted == "master" {
-                return;
-            }
-            let link = info_value(&mut con, &["INFO", "replication"], "master_link_status");
-            if link.as_deref() == Some("up") {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server on port {} is not a {role_wanted} after 20 s:\n{}",
-            server.port(),
-            server.log()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Checks every full limiter in turn through a cluster client until `stop`: each must be
 /// answered, denied, with nothing remaining.
 fn check_full_limiters(

@@ -268,6 +268,39 @@ fn every_call_counts_exactly_once() {
     }
     expected.assert_matches(&mut con, "RESET calls");
 
+    // Issue 11: ACQUIRE counts in acquired when it grants or renews a lease, in acquire_denied
+    // when every slot is taken; RELEASE counts in releases, and in released when it released a
+    // live lease.
+    for (args, granted) in [
+        (&["l", "2", "1h", "ID", "a"][..], true),
+        (&["l", "2", "1h"][..], true),
+        (&["l", "2", "1h", "ID", "b"][..], false),
+        (&["l", "2", "1h"][..], false),
+        (&["l", "2", "2h", "ID", "a"][..], true),
+        (&["l", "1", "2h", "ID", "a"][..], true),
+    ] {
+        let lease = acquire(&mut con, args);
+        assert_eq!(lease.is_allowed(), granted, "ACQUIRE {args:?}: {lease:?}");
+        expected.bump(if granted {
+            "acquired"
+        } else {
+            "acquire_denied"
+        });
+    }
+    for (key, id, released) in [
+        ("l", "a", 1),
+        ("l", "a", 0),
+        ("l", "b", 0),
+        ("absent", "a", 0),
+    ] {
+        assert_eq!(release(&mut con, key, id), released, "RELEASE {key} {id}");
+        expected.bump("releases");
+        if released == 1 {
+            expected.bump("released");
+        }
+    }
+    expected.assert_matches(&mut con, "ACQUIRE and RELEASE calls");
+
     // Every error reply counts in errors, and nowhere else.
     let _: () = redis::cmd("LPUSH")
         .arg("list")
@@ -279,7 +312,15 @@ fn every_call_counts_exactly_once() {
         .arg("hello")
         .query(&mut con)
         .unwrap();
-    let errors: [&[&str]; 16] = [
+    let long_id = "x".repeat(129);
+    let errors: [&[&str]; 23] = [
+        &["RATELIMIT.ACQUIRE", "e", "0", "1h"],
+        &["RATELIMIT.ACQUIRE", "e", "1", "5x"],
+        &["RATELIMIT.ACQUIRE", "e", "1", "1h", "ID", ""],
+        &["RATELIMIT.ACQUIRE", "e", "1", "1h", "FOO"],
+        &["RATELIMIT.ACQUIRE", "text", "1", "1h"],
+        &["RATELIMIT.RELEASE", "list", "a"],
+        &["RATELIMIT.RELEASE", "e", &long_id],
         &["RATELIMIT.CHECK", "e", "0", "1s"],
         &["RATELIMIT.CHECK", "e", "1", "1s", "FOO"],
         &["RATELIMIT.CHECK", "e", "1", "1s", "BURST", "2"],
@@ -343,6 +384,8 @@ fn every_call_counts_exactly_once() {
         &["RATELIMIT.RESET"],
         &["RATELIMIT.MCHECK", "1", "e", "LIMIT", "1"],
         &["RATELIMIT.REFUND", "e", "1", "1s"],
+        &["RATELIMIT.ACQUIRE", "e", "1"],
+        &["RATELIMIT.RELEASE", "e"],
     ] {
         let error = expect_error(&mut con, args);
         assert!(error.starts_with("ERR"), "{args:?}: {error}");
@@ -366,6 +409,22 @@ fn every_call_counts_exactly_once() {
         assert_eq!(d.is_allowed(), allowed, "MULTI: {d:?}");
         expected.check("fixed", false, &d);
     }
+    let replies: Vec<Value> = redis::pipe()
+        .atomic()
+        .cmd("RATELIMIT.ACQUIRE")
+        .arg(&["ml", "1", "1h", "ID", "a"])
+        .cmd("RATELIMIT.ACQUIRE")
+        .arg(&["ml", "1", "1h", "ID", "b"])
+        .cmd("RATELIMIT.RELEASE")
+        .arg(&["ml", "a"])
+        .query(&mut con)
+        .unwrap();
+    assert!(lease_reply(&replies[0]).is_allowed());
+    assert!(!lease_reply(&replies[1]).is_allowed());
+    assert_eq!(replies[2], Value::Int(1));
+    for field in ["acquired", "acquire_denied", "releases", "released"] {
+        expected.bump(field);
+    }
     let script = "return redis.call('RATELIMIT.CHECK', KEYS[1], '1', '1h', 'ALGORITHM', 'SLIDING')";
     let reply = call(&mut con, &["EVAL", script, "1", "lua"]);
     expected.check("sliding", false, &decision(&reply));
@@ -375,6 +434,7 @@ fn every_call_counts_exactly_once() {
     expected.assert_matches(&mut con, "MULTI/EXEC and EVAL");
 
     let c = counters(&mut con);
+    assert!(c["ratelimit_releases"] >= c["ratelimit_released"], "{c:?}");
     assert_eq!(
         c["ratelimit_checks"],
         c["ratelimit_allowed"] + c["ratelimit_denied"] + c["ratelimit_dry_runs"]

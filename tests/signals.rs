@@ -7,6 +7,11 @@
 //! the first no-change case of each test already failed (it signalled), and no write sent any
 //! keyspace event.
 //!
+//! Issue 11 adds the lease commands to the same table: a granted ACQUIRE, a RELEASE that
+//! released, and every removal of expired leases signal and send `zadd`, `zrem`, `expire` and
+//! `del` as the core commands would; a denial that removes nothing, a RELEASE of an unknown ID
+//! and every error signal and send nothing.
+//!
 //! One table of cases serves the three tests. Each case runs on keys of its own.
 
 mod common;
@@ -36,8 +41,153 @@ impl Case {
 /// placeholders `{k}`, `{b}`, `{alg}` and `{other}`.
 type Row<'a> = (String, Vec<&'a str>, &'a str, Vec<(&'a str, &'static str)>);
 
+/// A [`Row`] that owns its text.
+type OwnedRow = (String, Vec<String>, String, Vec<(String, &'static str)>);
+
+/// A far future, in Unix ms (the year 2286): the score of a lease that outlives any test.
+const FAR: &str = "9999999999999";
+
+/// Issue 11: the lease cases. A granted ACQUIRE is a `ZADD` (and a `PEXPIREAT` when the key's
+/// expiry moves), RELEASE a `ZREM` (then `DEL` when the set empties), the removal of expired
+/// leases a `ZREM`, and the expiry given to a hand-made set without one a `PEXPIREAT`; a denial
+/// that removes nothing, a RELEASE of an unknown ID and every error change nothing. A hand-made
+/// member scored 1 (in 1970) is an expired lease, one scored `FAR` a live one.
+fn lease_rows(long_id: &str) -> Vec<OwnedRow> {
+    let far = |line: &str| line.replace("FAR", FAR);
+    let expired = ["ZADD {k} 1 old FAR a", "PEXPIREAT {k} FAR"];
+    let one = vec!["RATELIMIT.ACQUIRE {k} 1 1h ID a"];
+    let two = vec![
+        "RATELIMIT.ACQUIRE {k} 3 1h ID a",
+        "RATELIMIT.ACQUIRE {k} 3 2h ID b",
+    ];
+    let mut rows: Vec<OwnedRow> = Vec::new();
+    let mut row = |name: &str, setup: &[&str], call: &str, events: &[&'static str]| {
+        rows.push((
+            format!("leases: {name}"),
+            setup.iter().map(|line| far(line)).collect(),
+            far(call),
+            events.iter().map(|e| ("{k}".to_string(), *e)).collect(),
+        ));
+    };
+    let release_long = format!("RATELIMIT.RELEASE {{k}} {long_id}");
+    let unchanged: [(&str, &[&str], &str); 8] = [
+        ("a denied ACQUIRE", &one, "RATELIMIT.ACQUIRE {k} 1 1h ID b"),
+        (
+            "a denied automatic ACQUIRE",
+            &one,
+            "RATELIMIT.ACQUIRE {k} 1 1h",
+        ),
+        (
+            "a RELEASE of an unknown ID",
+            &one,
+            "RATELIMIT.RELEASE {k} b",
+        ),
+        ("a RELEASE on a missing key", &[], "RATELIMIT.RELEASE {k} a"),
+        (
+            "an ACQUIRE argument error",
+            &one,
+            "RATELIMIT.ACQUIRE {k} 0 1h ID b",
+        ),
+        ("a RELEASE argument error", &one, &release_long),
+        (
+            "ACQUIRE on a string limiter",
+            &["RATELIMIT.CHECK {k} 3 1h"],
+            "RATELIMIT.ACQUIRE {k} 3 1h",
+        ),
+        (
+            "RELEASE on a list",
+            &["RPUSH {k} a"],
+            "RATELIMIT.RELEASE {k} a",
+        ),
+    ];
+    for (name, setup, call) in unchanged {
+        row(name, setup, call, &[]);
+    }
+    let written: [(&str, &[&str], &str, &[&'static str]); 13] = [
+        (
+            "a granted ACQUIRE on a new key",
+            &[],
+            "RATELIMIT.ACQUIRE {k} 2 1h ID a",
+            &["zadd", "expire"],
+        ),
+        (
+            "an automatic ID",
+            &[],
+            "RATELIMIT.ACQUIRE {k} 2 1h",
+            &["zadd", "expire"],
+        ),
+        (
+            "a granted ACQUIRE that outlives the others",
+            &["RATELIMIT.ACQUIRE {k} 3 1m ID a"],
+            "RATELIMIT.ACQUIRE {k} 3 1h ID b",
+            &["zadd", "expire"],
+        ),
+        (
+            "a granted ACQUIRE within the key's expiry",
+            &["RATELIMIT.ACQUIRE {k} 3 1h ID a"],
+            "RATELIMIT.ACQUIRE {k} 3 1m ID b",
+            &["zadd"],
+        ),
+        (
+            "a renewal",
+            &one,
+            "RATELIMIT.ACQUIRE {k} 1 2h ID a",
+            &["zadd", "expire"],
+        ),
+        ("a RELEASE", &two, "RATELIMIT.RELEASE {k} a", &["zrem"]),
+        (
+            "a RELEASE of the latest lease",
+            &two,
+            "RATELIMIT.RELEASE {k} b",
+            &["zrem", "expire"],
+        ),
+        (
+            "a RELEASE of the last lease",
+            &one,
+            "RATELIMIT.RELEASE {k} a",
+            &["zrem", "del"],
+        ),
+        (
+            "a denied ACQUIRE that removes an expired lease",
+            &expired,
+            "RATELIMIT.ACQUIRE {k} 1 1h ID b",
+            &["zrem"],
+        ),
+        (
+            "a RELEASE of an unknown ID that removes an expired lease",
+            &expired,
+            "RATELIMIT.RELEASE {k} b",
+            &["zrem"],
+        ),
+        (
+            "a RELEASE that removes an expired lease and the last live one",
+            &expired,
+            "RATELIMIT.RELEASE {k} a",
+            &["zrem", "zrem", "del"],
+        ),
+        (
+            "an ACQUIRE that removes the last, expired lease",
+            &["ZADD {k} 1 old"],
+            "RATELIMIT.ACQUIRE {k} 1 1h ID a",
+            &["zrem", "del", "zadd", "expire"],
+        ),
+        (
+            "the expiry a denial gives a hand-made set without one",
+            &["ZADD {k} FAR a"],
+            "RATELIMIT.ACQUIRE {k} 1 1h ID b",
+            &["expire"],
+        ),
+    ];
+    for (name, setup, call, events) in written {
+        row(name, setup, call, events);
+    }
+    rows
+}
+
 /// The cases, case `i` on the keys `c<i>:k` and `c<i>:b`.
 fn cases() -> Vec<Case> {
+    let long_id = "x".repeat(129);
+    let long_id = long_id.as_str();
     let mut table: Vec<Row> = Vec::new();
     for algorithm in ALGORITHMS {
         let live = vec!["RATELIMIT.CHECK {k} 3 1h ALGORITHM {alg}"];
@@ -169,8 +319,22 @@ fn cases() -> Vec<Case> {
         vec![("{k}", "expire")],
     ));
 
-    table
+    let mut rows: Vec<OwnedRow> = table
         .into_iter()
+        .map(|(name, setup, call, events)| {
+            (
+                name,
+                setup.iter().map(|line| line.to_string()).collect(),
+                call.to_string(),
+                events
+                    .into_iter()
+                    .map(|(k, e)| (k.to_string(), e))
+                    .collect(),
+            )
+        })
+        .collect();
+    rows.extend(lease_rows(long_id));
+    rows.into_iter()
         .enumerate()
         .map(|(i, (name, setup, call, events))| {
             let algorithm = ALGORITHMS
@@ -195,8 +359,8 @@ fn cases() -> Vec<Case> {
             Case {
                 name,
                 setup: setup.iter().map(|line| words(line)).collect(),
-                call: words(call),
-                events: events.into_iter().map(|(k, e)| (key(k), e)).collect(),
+                call: words(&call),
+                events: events.into_iter().map(|(k, e)| (key(&k), e)).collect(),
             }
         })
         .collect()

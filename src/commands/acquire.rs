@@ -7,6 +7,29 @@ use crate::{stats, store};
 use ratelimit_core::lease::{self, Grant};
 use redis_module::{raw, Context, RedisResult, RedisString};
 use std::os::raw::{c_char, c_long};
+use std::sync::{Mutex, PoisonError};
+
+/// The last automatic ID this node handed out: its clock, and its `n` (1 for the bare clock).
+static LAST_AUTOMATIC: Mutex<(u64, u64)> = Mutex::new((0, 0));
+
+/// A new automatic lease ID: [`lease::auto_id`] of the clock, skipping the IDs this node
+/// already handed out at that clock. `auto_id` alone skips only the live leases, so while the
+/// clock stands still (a millisecond before Redis 7.2, a whole script or `MULTI` after) a
+/// released lease's ID would be handed out again, and a late RELEASE by its first holder would
+/// free the second's slot. Should the clock go back, the IDs go on from the last one's clock.
+fn automatic_id(now_us: u64, key: &LeaseKey) -> Vec<u8> {
+    let mut last = LAST_AUTOMATIC
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let (clock, handed) = if now_us > last.0 { (now_us, 0) } else { *last };
+    let n_of = |id: &str| match id.split_once('-') {
+        Some((_, n)) => n.parse().unwrap_or(u64::MAX),
+        None => 1,
+    };
+    let id = lease::auto_id(clock, |id| n_of(id) <= handed || key.holds(id.as_bytes()));
+    *last = (clock, n_of(&id));
+    id.into_bytes()
+}
 
 /// Takes one of `limit` concurrent leases for `lease`, or renews the lease `id` when it is live.
 /// Expired leases are removed first; the key expires with its latest lease. Replies `[allowed,
@@ -29,9 +52,7 @@ pub(crate) fn run(ctx: &Context, args: &[RedisString]) -> RedisResult {
             Some(grant) => {
                 let id = match (grant, request.id) {
                     (Grant::Renewed, Some(id)) | (Grant::New, Some(id)) => id.to_vec(),
-                    (_, None) => {
-                        lease::auto_id(clock.now_us, |id| key.holds(id.as_bytes())).into_bytes()
-                    }
+                    (_, None) => automatic_id(clock.now_us, &key),
                 };
                 key.put(&id, acquired.expire_at_ms)?;
                 Some(id)

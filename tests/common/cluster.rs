@@ -64,6 +64,16 @@ impl Cluster {
         &self.nodes
     }
 
+    /// Kills the node on `port` with SIGKILL, as a crash would, and leaves it dead: the cluster
+    /// is then left to notice and to promote its replica, if it was a master.
+    pub fn kill(&mut self, port: u16) {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port() == port)
+            .unwrap_or_else(|| panic!("no node on port {port}"))
+            .kill();
+    }
+
     /// The port of every node, masters and replicas.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(Server::port).collect()

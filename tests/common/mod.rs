@@ -25,7 +25,8 @@ pub use resp::{show_args, RawConn, Reply};
 pub use server::Server;
 
 use redis::Value;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Sends one command and returns its reply, errors included as `Value::ServerError`.
 /// Panics only when the connection itself fails (e.g. the server crashed).
@@ -197,8 +198,13 @@ pub fn role(con: &mut redis::Connection) -> String {
 
 /// The server's clock, in milliseconds since the epoch.
 pub fn server_time_ms(con: &mut redis::Connection) -> u64 {
+    server_time_us(con) / 1000
+}
+
+/// The server's clock, in microseconds since the epoch.
+pub fn server_time_us<C: redis::ConnectionLike>(con: &mut C) -> u64 {
     let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(con).unwrap();
-    seconds * 1000 + micros / 1000
+    seconds * 1_000_000 + micros
 }
 
 /// This machine's clock, in milliseconds since the epoch.
@@ -435,6 +441,30 @@ pub fn wait_for_replica(master: &mut redis::Connection) {
     );
 }
 
+/// Waits until `server` has `role` (`master` or `slave`), and as a replica, a live link.
+pub fn wait_for_role(server: &Server, role_wanted: &str) {
+    let mut con = server.con();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if role(&mut con) == role_wanted {
+            if role_wanted == "master" {
+                return;
+            }
+            let link = info_value(&mut con, &["INFO", "replication"], "master_link_status");
+            if link.as_deref() == Some("up") {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server on port {} is not a {role_wanted} after 20 s:\n{}",
+            server.port(),
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A master whose replication offset moves only when something is replicated (it does not
 /// ping its replicas during a test), with `extra` options, and its replica, in sync.
 pub fn quiet_master_and_replica(extra: &[&str]) -> (Server, Server) {
@@ -564,4 +594,91 @@ pub fn read_dir_bytes(dir: &std::path::Path) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A `RATELIMIT.ACQUIRE` reply: the five integers of a decision, and the lease ID (a bulk
+/// string) when granted, nil when denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseReply {
+    pub decision: Decision,
+    pub id: Option<String>,
+}
+
+impl LeaseReply {
+    pub fn is_allowed(&self) -> bool {
+        self.decision.is_allowed()
+    }
+
+    /// The lease ID of a granted reply; panics on a denial.
+    pub fn id(&self) -> &str {
+        self.id
+            .as_deref()
+            .unwrap_or_else(|| panic!("the lease was denied: {self:?}"))
+    }
+}
+
+/// Parses an ACQUIRE reply: exactly six elements, five integers (a well-formed decision) and a
+/// bulk string when allowed or a nil when denied; panics on any other shape.
+pub fn lease_reply(value: &Value) -> LeaseReply {
+    let Value::Array(items) = value else {
+        panic!("expected an ACQUIRE reply (an array of six), got {value:?}");
+    };
+    assert_eq!(
+        items.len(),
+        6,
+        "an ACQUIRE reply has six elements: {value:?}"
+    );
+    let decision = decision(&Value::Array(items[..5].to_vec()));
+    let id = match &items[5] {
+        Value::BulkString(bytes) => Some(String::from_utf8(bytes.clone()).unwrap()),
+        Value::Nil => None,
+        other => panic!("the sixth element is a bulk string or nil, got {other:?} in {value:?}"),
+    };
+    assert_eq!(
+        decision.is_allowed(),
+        id.is_some(),
+        "an ID exactly when granted: {value:?}"
+    );
+    LeaseReply { decision, id }
+}
+
+/// `RATELIMIT.ACQUIRE args...`, which must succeed.
+pub fn acquire<C: redis::ConnectionLike, S: AsRef<str>>(con: &mut C, args: &[S]) -> LeaseReply {
+    let mut full = vec!["RATELIMIT.ACQUIRE"];
+    full.extend(args.iter().map(|a| a.as_ref()));
+    let reply = call(con, &full);
+    if let Some(error) = error_text(&reply) {
+        panic!("{} answered an error: {error}", full.join(" "));
+    }
+    lease_reply(&reply)
+}
+
+/// `RATELIMIT.RELEASE key id`, which must answer 0 or 1.
+pub fn release<C: redis::ConnectionLike>(con: &mut C, key: &str, id: &str) -> i64 {
+    match call(con, &["RATELIMIT.RELEASE", key, id]) {
+        Value::Int(n) if n == 0 || n == 1 => n,
+        other => panic!("RATELIMIT.RELEASE {key} {id} answered {other:?}, expected 0 or 1"),
+    }
+}
+
+/// A lease set as stored: `ZRANGE key 0 -1 WITHSCORES`, each score a whole number of
+/// milliseconds (panics otherwise), in the set's order (by score, then member).
+pub fn lease_set<C: redis::ConnectionLike>(con: &mut C, key: &str) -> Vec<(String, u64)> {
+    let pairs: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(con)
+        .unwrap_or_else(|e| panic!("ZRANGE {key}: {e}"));
+    pairs
+        .into_iter()
+        .map(|(id, score)| {
+            assert!(
+                score.fract() == 0.0 && score > 0.0,
+                "{key}: the lease {id:?} has a score that is no whole ms: {score}"
+            );
+            (id, score as u64)
+        })
+        .collect()
 }

@@ -158,6 +158,13 @@ impl Server {
         self.process.as_mut().unwrap().restart();
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and leaves it dead (nothing is flushed
+    /// at exit); its directory is removed on `Drop`.
+    pub fn kill(&mut self) {
+        self.own("killing the server");
+        self.process.as_mut().unwrap().kill();
+    }
+
     /// Waits until this replica's link to its master is up and the initial sync is done.
     pub fn wait_for_master_link(&self) {
         let mut con = self.con();
