@@ -1,0 +1,414 @@
+//! Instructions per call, counted by `valgrind --tool=callgrind` on a `redis-server` under load.
+//!
+//! Unlike times, instruction counts do not move with the machine's load, so they compare the
+//! module's commands with `INCR` and with the floor (`FLOOR.INCR`) exactly, on any machine. For
+//! each case:
+//!
+//! 1. the server starts under callgrind with instrumentation off (`--instr-atstart=no`), so that
+//!    it runs fast while each of the case's `KEYSPACE` keys is written once;
+//! 2. after a second's pause (Redis finishes growing its hash tables in the background), the
+//!    statistics are reset and `callgrind_control -i on` switches instrumentation on;
+//! 3. our driver sends the measured requests (50 connections, 16 pipelined, keys drawn from the
+//!    filled ones, in the same order on every run), and `callgrind_control -d` dumps the counts;
+//! 4. `callgrind_annotate --inclusive=yes` gives each function's inclusive count, which is
+//!    divided by the number of requests. `INFO commandstats` confirms how many commands ran.
+//!
+//! "Inside `call()`" is the inclusive count of Redis's `call()`, which runs a command from its
+//! arguments to its reply: what `--toggle-collect=call` counts, without toggling off inside a
+//! nested `call()`. The whole request adds reading and parsing it, writing the reply and the event
+//! loop: everything the server ran while instrumented, over the requests.
+
+use crate::cases::{Case, KEYSPACE};
+use crate::driver::{self, Load};
+use crate::{progress, Launch, Server};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The rows of the breakdown: a label and the functions whose inclusive counts it sums. The
+/// first two rows are not functions: see [`INSIDE_CALL`] and [`WHOLE_REQUEST`].
+pub const ROWS: &[(&str, &[&str])] = &[
+    (WHOLE_REQUEST, &[]),
+    (INSIDE_CALL, &["call"]),
+    (
+        "the module command, in all",
+        &["RedisModuleCommandDispatcher"],
+    ),
+    (
+        "RedisModule_Replicate (SET key value PXAT ms)",
+        &["RM_Replicate"],
+    ),
+    (
+        "RedisModule_OpenKey (key and expiry lookup)",
+        &["RM_OpenKey"],
+    ),
+    (
+        "reply: an array of integers",
+        &["RM_ReplyWithArray", "RM_ReplyWithLongLong"],
+    ),
+    ("RedisModule_GetAbsExpire", &["RM_GetAbsExpire"]),
+    ("RedisModule_SetAbsExpire", &["RM_SetAbsExpire"]),
+    (
+        "RedisModule_StringDMA (read and in-place write)",
+        &["RM_StringDMA"],
+    ),
+    (
+        "RedisModule_StringTruncate and DeleteKey (new keys and lengths)",
+        &["RM_StringTruncate", "RM_DeleteKey"],
+    ),
+    ("RedisModule_CloseKey", &["RM_CloseKey"]),
+    (
+        "the clock (RedisModule_Milliseconds, CachedMicroseconds)",
+        &["RM_Milliseconds", "RM_CachedMicroseconds"],
+    ),
+    (
+        "argument vector (redis-module's Vec<RedisString>)",
+        &["redis_module::redismodule::decode_args"],
+    ),
+    (
+        "argument parsing (args::parse_request)",
+        &["redis_ratelimit::args::parse_request"],
+    ),
+    ("INCR's own work (incrCommand)", &["incrCommand"]),
+];
+
+/// The row of instructions inside `call()`.
+pub const INSIDE_CALL: &str = "inside `call()`";
+/// The row of everything the server ran, per request.
+pub const WHOLE_REQUEST: &str = "whole request: read, parse, execute, reply, event loop";
+
+/// One measurement of one case: instructions per request, by row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    /// Requests sent while instrumented.
+    pub requests: u64,
+    /// Commands the server ran meanwhile (`INFO commandstats`).
+    pub commands: u64,
+    /// Instructions per request, by row label.
+    pub rows: BTreeMap<String, f64>,
+}
+
+/// Every measurement of one case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measured {
+    /// The case's id (`cases::throughput`).
+    pub id: String,
+    /// Its label.
+    pub label: String,
+    /// Commands per request.
+    pub commands_per_request: usize,
+    /// The commands the server lacked: when not empty, the case was not measured.
+    pub missing: Vec<String>,
+    /// One per repetition.
+    pub runs: Vec<Run>,
+}
+
+impl Measured {
+    /// The median over the runs of `row`, per request; `None` when never measured or zero.
+    pub fn row(&self, row: &str) -> Option<f64> {
+        let values: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|run| run.rows.get(row).copied())
+            .collect();
+        let value = crate::median(&values);
+        (value.is_finite() && value >= 0.5).then_some(value)
+    }
+
+    /// The largest relative difference between runs of the instructions inside `call()`.
+    pub fn spread(&self) -> Option<f64> {
+        let values: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|run| run.rows.get(INSIDE_CALL).copied())
+            .collect();
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (values.len() >= 2 && min > 0.0).then(|| (max - min) / min)
+    }
+}
+
+/// What `make bench-callgrind` writes and `make bench` reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    /// When, in UTC.
+    pub measured_at: String,
+    /// `redis-server --version`.
+    pub server: String,
+    /// `valgrind --version`.
+    pub valgrind: String,
+    /// A hash of the module's file, to tell whether the counts are of the current build.
+    pub module_hash: String,
+    /// The same for the floor.
+    pub floor_hash: String,
+    /// Keys written before each measurement.
+    pub keys: u64,
+    /// Requests measured in each run.
+    pub requests: u64,
+    /// The cases, in table order.
+    pub cases: Vec<Measured>,
+}
+
+impl Results {
+    /// Reads the results written by [`Results::write`].
+    pub fn read(path: &Path) -> Result<Results, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Writes them as JSON.
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The case `id`.
+    pub fn case(&self, id: &str) -> Option<&Measured> {
+        self.cases.iter().find(|c| c.id == id)
+    }
+
+    /// Whether the module and the floor are the builds measured.
+    pub fn current(&self) -> bool {
+        self.module_hash == file_hash(&crate::module_path())
+            && self.floor_hash
+                == crate::floor_module_path().map_or("none".into(), |p| file_hash(&p))
+    }
+}
+
+/// A hash of a file's bytes (the standard library's SipHash with fixed keys), in hex; "none"
+/// when it cannot be read.
+pub fn file_hash(path: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            format!("{:016x}", hasher.finish())
+        }
+        Err(_) => "none".into(),
+    }
+}
+
+/// Whether valgrind, callgrind_control and callgrind_annotate are installed.
+pub fn available() -> Result<String, String> {
+    let version = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .ok_or("valgrind is not installed (`apt-get install valgrind`)")?;
+    for tool in ["callgrind_control", "callgrind_annotate"] {
+        Command::new(tool)
+            .arg("--help")
+            .output()
+            .map_err(|e| format!("{tool}: {e} (it comes with valgrind)"))?;
+    }
+    Ok(version)
+}
+
+/// Counts the instructions of `requests` requests of `case` on a server holding `keys` keys.
+pub fn measure(case: &Case, requests: u64, keys: u64, scratch: &Path) -> Result<Run, String> {
+    let out = scratch.join(format!("callgrind-{}.out", case.id));
+    let dump = PathBuf::from(format!("{}.1", out.display()));
+    for path in [&out, &dump] {
+        let _ = std::fs::remove_file(path);
+    }
+    let server = Server::launch(&Launch {
+        wrapper: vec![
+            "valgrind".into(),
+            "--tool=callgrind".into(),
+            "--quiet".into(),
+            "--instr-atstart=no".into(),
+            format!("--callgrind-out-file={}", out.display()),
+        ],
+        cpu: None,
+        floor: true,
+    });
+    let mut conn = server.connect();
+    driver::fill(&mut conn, &case.fill_template(), 0..keys).map_err(|e| format!("fill: {e}"))?;
+    std::thread::sleep(Duration::from_secs(1));
+    conn.command(&["CONFIG", "RESETSTAT"])
+        .map_err(|e| format!("CONFIG RESETSTAT: {e}"))?;
+    control(server.pid(), &["-i", "on"])?;
+    let load = Load {
+        connections: 50,
+        pipeline: 16,
+        requests,
+        keyspace: keys,
+    };
+    driver::run(server.port(), &case.template(), load).map_err(|e| format!("{}: {e}", case.id))?;
+    control(server.pid(), &["-d"])?;
+    wait_for_dump(&dump)?;
+    control(server.pid(), &["-i", "off"])?;
+    let commands = conn
+        .info("commandstats")
+        .map_err(|e| format!("INFO commandstats: {e}"))?
+        .iter()
+        // Not the CONFIG RESETSTAT before instrumentation, which counts itself.
+        .filter(|(name, _)| name != "cmdstat_config|resetstat")
+        .filter_map(|(_, value)| {
+            value
+                .split(',')
+                .find_map(|part| part.strip_prefix("calls="))
+                .and_then(|calls| calls.parse::<u64>().ok())
+        })
+        .sum();
+    server.stop();
+    let annotated = Command::new("callgrind_annotate")
+        .args(["--inclusive=yes", "--threshold=100"])
+        .arg(&dump)
+        .output()
+        .map_err(|e| format!("callgrind_annotate: {e}"))?;
+    let text = String::from_utf8_lossy(&annotated.stdout);
+    let total = totals(&std::fs::read_to_string(&dump).unwrap_or_default())
+        .ok_or_else(|| format!("no totals in {}", dump.display()))?;
+    for path in [&out, &dump] {
+        let _ = std::fs::remove_file(path);
+    }
+    let mut rows = BTreeMap::new();
+    for (row, functions) in ROWS {
+        let count = if *row == WHOLE_REQUEST {
+            total
+        } else {
+            functions.iter().map(|f| inclusive(&text, f)).sum()
+        };
+        rows.insert(row.to_string(), count / requests as f64);
+    }
+    Ok(Run {
+        requests,
+        commands,
+        rows,
+    })
+}
+
+/// Runs `callgrind_control ARGS pid`, which waits for the valgrind process to answer.
+fn control(pid: u32, args: &[&str]) -> Result<(), String> {
+    let output = Command::new("callgrind_control")
+        .args(args)
+        .arg(pid.to_string())
+        .output()
+        .map_err(|e| format!("callgrind_control: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if output.status.success() && !stdout.contains("Error") {
+        Ok(())
+    } else {
+        Err(format!(
+            "callgrind_control {} {pid}: {stdout}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// Waits until callgrind has written the dump: its last line is `totals: N`.
+fn wait_for_dump(dump: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(dump) {
+            if totals(&text).is_some() {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("callgrind wrote no dump at {}", dump.display()))
+}
+
+/// The `totals:` line of a callgrind output file.
+fn totals(text: &str) -> Option<f64> {
+    text.lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("totals:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// The inclusive instruction count of `function` in `callgrind_annotate --inclusive=yes`
+/// output: the first line naming it as `file:function [object]`.
+fn inclusive(annotated: &str, function: &str) -> f64 {
+    let suffix = format!(":{function} [");
+    annotated
+        .lines()
+        .find(|line| line.contains(&suffix))
+        .and_then(|line| line.split_whitespace().next())
+        .and_then(|count| count.replace(',', "").parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Measures `cases`, `repeat` times each, and collects the results; cases whose commands the
+/// server lacks are recorded as missing.
+pub fn measure_all(
+    cases: &[Case],
+    requests: u64,
+    keys: u64,
+    repeat: usize,
+) -> Result<Results, String> {
+    let valgrind = available()?;
+    let scratch = std::env::temp_dir().join(format!("ratelimit-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    // Which commands exist, asked of a server without valgrind: much faster to start.
+    let probe = Server::launch(&Launch {
+        floor: true,
+        ..Launch::default()
+    });
+    let mut conn = probe.connect();
+    let missing: Vec<Vec<String>> = cases.iter().map(|case| case.missing(&mut conn)).collect();
+    drop(conn);
+    probe.stop();
+    let mut measured = Vec::new();
+    for (case, missing) in cases.iter().zip(missing) {
+        let mut runs = Vec::new();
+        if missing.is_empty() {
+            for round in 1..=repeat {
+                let started = Instant::now();
+                let run = measure(case, requests, keys, &scratch)?;
+                progress(&format!(
+                    "callgrind {} ({round}/{repeat}): {:.0} instructions per request inside call(), \
+                     {} commands for {} requests, {:.0} s",
+                    case.id,
+                    run.rows.get(INSIDE_CALL).copied().unwrap_or(0.0),
+                    run.commands,
+                    run.requests,
+                    started.elapsed().as_secs_f64()
+                ));
+                runs.push(run);
+            }
+        } else {
+            progress(&format!(
+                "callgrind {}: not available in this build (no {})",
+                case.id,
+                missing.join(", ")
+            ));
+        }
+        measured.push(Measured {
+            id: case.id.into(),
+            label: case.label.clone(),
+            commands_per_request: case.request.len(),
+            missing,
+            runs,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let run = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|_| "unknown".into())
+    };
+    Ok(Results {
+        measured_at: run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        server: run(&crate::server_binary(), &["--version"]),
+        valgrind,
+        module_hash: file_hash(&crate::module_path()),
+        floor_hash: crate::floor_module_path().map_or("none".into(), |p| file_hash(&p)),
+        keys,
+        requests,
+        cases: measured,
+    })
+}
+
+/// The default number of keys: the throughput runs' keyspace.
+pub const KEYS: u64 = KEYSPACE;
