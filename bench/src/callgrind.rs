@@ -27,53 +27,84 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The rows of the breakdown: a label and the functions whose inclusive counts it sums. The
-/// first two rows are not functions: see [`INSIDE_CALL`] and [`WHOLE_REQUEST`].
-pub const ROWS: &[(&str, &[&str])] = &[
-    (WHOLE_REQUEST, &[]),
-    (INSIDE_CALL, &["call"]),
+/// Where a row of the breakdown comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    /// Everything the server ran while instrumented.
+    Total,
+    /// The sum of these functions' inclusive counts.
+    Functions(&'static [&'static str]),
+    /// `call()` less the command it runs (the module's dispatcher, or `incrCommand`).
+    AroundCommand,
+    /// The module command less the rows of module API calls below it.
+    ModuleRest,
+}
+
+/// The rows of the breakdown, in table order.
+pub const ROWS: &[(&str, Source)] = &[
+    (WHOLE_REQUEST, Source::Total),
+    (INSIDE_CALL, Source::Functions(&["call"])),
     (
-        "the module command, in all",
-        &["RedisModuleCommandDispatcher"],
+        "`call()` around the command: statistics, propagation, notifications",
+        Source::AroundCommand,
+    ),
+    (
+        MODULE_COMMAND,
+        Source::Functions(&["RedisModuleCommandDispatcher"]),
     ),
     (
         "RedisModule_Replicate (SET key value PXAT ms)",
-        &["RM_Replicate"],
+        Source::Functions(&["RM_Replicate"]),
     ),
     (
         "RedisModule_OpenKey (key and expiry lookup)",
-        &["RM_OpenKey"],
+        Source::Functions(&["RM_OpenKey"]),
     ),
     (
         "reply: an array of integers",
-        &["RM_ReplyWithArray", "RM_ReplyWithLongLong"],
+        Source::Functions(&["RM_ReplyWithArray", "RM_ReplyWithLongLong"]),
     ),
-    ("RedisModule_GetAbsExpire", &["RM_GetAbsExpire"]),
-    ("RedisModule_SetAbsExpire", &["RM_SetAbsExpire"]),
+    (
+        "RedisModule_GetAbsExpire",
+        Source::Functions(&["RM_GetAbsExpire"]),
+    ),
+    (
+        "RedisModule_SetAbsExpire",
+        Source::Functions(&["RM_SetAbsExpire"]),
+    ),
     (
         "RedisModule_StringDMA (read and in-place write)",
-        &["RM_StringDMA"],
+        Source::Functions(&["RM_StringDMA"]),
     ),
     (
         "RedisModule_StringTruncate and DeleteKey (new keys and lengths)",
-        &["RM_StringTruncate", "RM_DeleteKey"],
+        Source::Functions(&["RM_StringTruncate", "RM_DeleteKey"]),
     ),
-    ("RedisModule_CloseKey", &["RM_CloseKey"]),
+    ("RedisModule_CloseKey", Source::Functions(&["RM_CloseKey"])),
     (
         "the clock (RedisModule_Milliseconds, CachedMicroseconds)",
-        &["RM_Milliseconds", "RM_CachedMicroseconds"],
+        Source::Functions(&["RM_Milliseconds", "RM_CachedMicroseconds"]),
     ),
     (
         "argument vector (redis-module's Vec<RedisString>)",
-        &["redis_module::redismodule::decode_args"],
+        Source::Functions(&["redis_module::redismodule::decode_args"]),
     ),
     (
         "argument parsing (args::parse_request)",
-        &["redis_ratelimit::args::parse_request"],
+        Source::Functions(&["redis_ratelimit::args::parse_request"]),
     ),
-    ("INCR's own work (incrCommand)", &["incrCommand"]),
+    (
+        "the rest of the module command: decision, encoding, statistics, glue",
+        Source::ModuleRest,
+    ),
+    (
+        "INCR's own work (incrCommand)",
+        Source::Functions(&["incrCommand"]),
+    ),
 ];
 
+/// The row of the whole module command.
+pub const MODULE_COMMAND: &str = "the module command, in all";
 /// The row of instructions inside `call()`.
 pub const INSIDE_CALL: &str = "inside `call()`";
 /// The row of everything the server ran, per request.
@@ -268,14 +299,29 @@ pub fn measure(case: &Case, requests: u64, keys: u64, scratch: &Path) -> Result<
     for path in [&out, &dump] {
         let _ = std::fs::remove_file(path);
     }
+    let count = |functions: &[&str]| -> f64 { functions.iter().map(|f| inclusive(&text, f)).sum() };
+    let module = count(&["RedisModuleCommandDispatcher"]);
+    let module_parts: f64 = ROWS
+        .iter()
+        .skip_while(|(row, _)| *row != MODULE_COMMAND)
+        .skip(1)
+        .filter_map(|(_, source)| match source {
+            Source::Functions(functions) if !functions.contains(&"incrCommand") => {
+                Some(count(functions))
+            }
+            _ => None,
+        })
+        .sum();
     let mut rows = BTreeMap::new();
-    for (row, functions) in ROWS {
-        let count = if *row == WHOLE_REQUEST {
-            total
-        } else {
-            functions.iter().map(|f| inclusive(&text, f)).sum()
+    for (row, source) in ROWS {
+        let value = match source {
+            Source::Total => total,
+            Source::Functions(functions) => count(functions),
+            Source::AroundCommand => count(&["call"]) - module - count(&["incrCommand"]),
+            Source::ModuleRest if module > 0.0 => module - module_parts,
+            Source::ModuleRest => 0.0,
         };
-        rows.insert(row.to_string(), count / requests as f64);
+        rows.insert(row.to_string(), value / requests as f64);
     }
     Ok(Run {
         requests,

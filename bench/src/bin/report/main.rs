@@ -110,9 +110,14 @@ fn main() {
     ));
     let load_before = noise::load_average();
     let throughput = throughput(&options, pinning);
-    let memory = memory();
+    let memory = memory(pinning);
     let overhead = {
-        let server = Server::start();
+        // Pinned like the throughput runs: this process is on the generator's core now, and a
+        // server started without a core would inherit it.
+        let server = Server::launch(&Launch {
+            cpu: pinning.map(|p| p.server),
+            ..Launch::default()
+        });
         let overhead = ratelimit_bench::overhead::measure(&server, 20_000);
         server.stop();
         progress(&format!("client overhead: {overhead:?}"));
@@ -430,8 +435,9 @@ pub struct MemoryLine {
     pub encoding: String,
 }
 
-fn memory() -> Vec<MemoryLine> {
+fn memory(pinning: Option<Pinning>) -> Vec<MemoryLine> {
     let server = Server::launch(&Launch {
+        cpu: pinning.map(|p| p.server),
         floor: true,
         ..Launch::default()
     });
