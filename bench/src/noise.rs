@@ -280,6 +280,48 @@ impl Usage {
 mod tests {
     use super::*;
 
+    fn snapshot(seconds: f64, server: u64, cores: &[(u64, u64)], own: (f64, f64)) -> Snapshot {
+        let epoch = Instant::now();
+        Snapshot {
+            at: epoch + std::time::Duration::from_secs_f64(seconds),
+            server: Some(server),
+            cores: cores
+                .iter()
+                .map(|&(busy, steal)| CoreTimes { busy, steal })
+                .collect(),
+            own,
+        }
+    }
+
+    #[test]
+    fn counts_what_others_took_from_the_pinned_cores() {
+        let ticks = clock_ticks();
+        let t = |seconds: f64| (seconds * ticks) as u64;
+        // Cores 0, 1 and 2, then the total. Over 2 seconds the server used 1.8 s on core 0, the
+        // generator 1.0 s on core 1; core 0 was busy 1.9 s and core 1 1.5 s, with 0.1 s of steal.
+        let before = snapshot(0.0, t(10.0), &[(0, 0), (0, 0), (0, 0), (0, 0)], (0.0, 0.0));
+        let after = snapshot(
+            2.0,
+            t(11.8),
+            &[(t(1.9), t(0.1)), (t(1.5), 0), (t(2.0), 0), (t(5.4), t(0.1))],
+            (0.4e6, 0.6e6),
+        );
+        let pinned = Pinning {
+            server: 0,
+            generator: 1,
+        };
+        let usage = Usage::between(&before, &after, Some(pinned));
+        assert!((usage.server_seconds - 1.8).abs() < 0.02);
+        assert!((usage.generator_seconds - 1.0).abs() < 1e-9);
+        // 3.4 s busy on the two cores, 2.8 s of it ours: 0.6 s over 2 s.
+        assert!((usage.others - 0.3).abs() < 0.02, "{usage:?}");
+        assert!((usage.steal - 0.05).abs() < 0.01);
+        assert!(usage.disturbed(0.1) && !usage.disturbed(0.5));
+        // Unpinned, core 2's load counts too: 5.4 s busy in all.
+        let usage = Usage::between(&before, &after, None);
+        assert!((usage.others - 1.3).abs() < 0.02, "{usage:?}");
+    }
+
     #[test]
     fn reads_this_process() {
         assert!(process_ticks(std::process::id()).is_some());

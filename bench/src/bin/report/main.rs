@@ -17,7 +17,7 @@
 //! Options: `--out PATH` (default `BENCHMARKS.md` in the repository), `--rounds N` (5),
 //! `--requests N` (requests per run at P16, 1,000,000), `--requests-p1 N` (300,000),
 //! `--criterion DIR`, `--callgrind PATH`, `--retries N` (2), `--disturbed SHARE` (0.1 of a core),
-//! `--retry-budget SECONDS` (120), `--cases id,id` (only those lines), `--quick` (one round of
+//! `--retry-budget SECONDS` (90), `--cases id,id` (only those lines), `--quick` (one round of
 //! 100,000 and 20,000 requests, for trying the harness out).
 
 use ratelimit_bench::cases::{self, Case, Sender, KEYSPACE};
@@ -61,7 +61,7 @@ fn options() -> Options {
         callgrind: target.join("callgrind.json"),
         retries: 2,
         disturbed: 0.1,
-        retry_budget: Duration::from_secs(120),
+        retry_budget: Duration::from_secs(90),
         only: None,
     };
     let mut args = std::env::args().skip(1);
