@@ -6,8 +6,8 @@
 //!
 //! 1. the server starts under callgrind with instrumentation off (`--instr-atstart=no`), so that
 //!    it runs fast while each of the case's `KEYSPACE` keys is written once;
-//! 2. after a second's pause (Redis finishes growing its hash tables in the background), the
-//!    statistics are reset and `callgrind_control -i on` switches instrumentation on;
+//! 2. once Redis has finished growing its hash tables in the background, the statistics are
+//!    reset and `callgrind_control -i on` switches instrumentation on;
 //! 3. our driver sends the measured requests (50 connections, 16 pipelined, keys drawn from the
 //!    filled ones, in the same order on every run), and `callgrind_control -d` dumps the counts;
 //! 4. `callgrind_annotate --inclusive=yes` gives each function's inclusive count, which is
@@ -260,7 +260,8 @@ pub fn measure(case: &Case, requests: u64, keys: u64, scratch: &Path) -> Result<
     });
     let mut conn = server.connect();
     driver::fill(&mut conn, &case.fill_template(), 0..keys).map_err(|e| format!("fill: {e}"))?;
-    std::thread::sleep(Duration::from_secs(1));
+    // Counted in the middle of a table's growth, every lookup would also move a bucket.
+    crate::wait_for_rehash(&mut conn);
     conn.command(&["CONFIG", "RESETSTAT"])
         .map_err(|e| format!("CONFIG RESETSTAT: {e}"))?;
     control(server.pid(), &["-i", "on"])?;

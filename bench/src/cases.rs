@@ -150,8 +150,9 @@ pub fn has_command(conn: &mut Connection, command: &str) -> bool {
 pub fn throughput(sha: &str) -> Vec<Case> {
     use Sender::{Benchmark, Driver};
     let check = |extra: &str| format!("RATELIMIT.CHECK KEY {LIMIT} {PERIOD}{extra}");
-    let lua =
-        |algorithm: &str| format!("EVALSHA {sha} 1 KEY {algorithm} {LIMIT} {PERIOD_MS} 0 1 0");
+    let lua = |algorithm: &str| {
+        format!("EVALSHA {sha} 1 KEY check {algorithm} {LIMIT} {PERIOD_MS} 0 1 0")
+    };
     // Three and eight FIXED policies of one user: keys that share a hash tag, as MCHECK needs.
     let tagged = |n: usize| -> Vec<String> {
         (0..n)
@@ -279,6 +280,9 @@ pub fn throughput(sha: &str) -> Vec<Case> {
                 &format!("RATELIMIT.REFUND KEY {LIMIT} {PERIOD} COST 1"),
             ],
         )
+        // Filled by a CHECK alone, so that each key holds a count of 1 that the pairs move to 2
+        // and back: a refund to 0 deletes the key, and the pairs would measure its creation.
+        .fill(&[&check("")])
         .against("driver-check")
         .weight(0.5),
         // With an explicit ID, then the RELEASE of it. The Lua fallback has no lease script yet:
@@ -370,7 +374,7 @@ pub fn memory(sha: &str) -> Vec<MemoryCase> {
     let one = |command: String| vec![command];
     let lua = |algorithm: &str| {
         one(format!(
-            "EVALSHA {sha} 1 KEY {algorithm} {LIMIT} {PERIOD_MS} 0 1 0"
+            "EVALSHA {sha} 1 KEY check {algorithm} {LIMIT} {PERIOD_MS} 0 1 0"
         ))
     };
     let check = |extra: &str| one(format!("RATELIMIT.CHECK KEY {LIMIT} {PERIOD}{extra}"));
@@ -418,7 +422,7 @@ pub fn memory(sha: &str) -> Vec<MemoryCase> {
             keys_per_number: 3,
             ..MemoryCase::new(
                 "mcheck-3",
-                "RATELIMIT.MCHECK, 3 FIXED policies (per key)",
+                "RATELIMIT.MCHECK, 3 FIXED policies, per key (20-character names `rl:{u<number>}:a`)",
                 one(format!(
                     "RATELIMIT.MCHECK 3 rl:{{u{KEY}}}:a rl:{{u{KEY}}}:b rl:{{u{KEY}}}:c \
                      LIMIT {LIMIT} {PERIOD} LIMIT {LIMIT} {PERIOD} LIMIT {LIMIT} {PERIOD}"

@@ -230,3 +230,72 @@ pub fn median(values: &[f64]) -> f64 {
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
+
+/// Waits until Redis has finished growing the keyspace's hash tables, at most 10 seconds.
+///
+/// Redis doubles a dictionary's table incrementally: until every bucket has moved, both tables
+/// are allocated, which shows in `used_memory` (8 bytes per bucket of the old table) and costs a
+/// step of the move on every lookup. The move ends in the background within a second or so after
+/// the last write. `MEMORY STATS` counts the buckets of both tables: a dictionary is done when
+/// they are a power of two. Answers whether it saw both dictionaries done.
+pub fn wait_for_rehash(conn: &mut resp::Connection) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rehashing(conn) {
+            Some(false) => return true,
+            Some(true) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Some(true) => return false,
+            None => {
+                // Not readable here (another server, or another layout): give the background
+                // move its usual time.
+                std::thread::sleep(Duration::from_secs(1));
+                return false;
+            }
+        }
+    }
+}
+
+/// Whether db 0's main or expires dictionary is being moved to a larger table; `None` when
+/// `MEMORY STATS` cannot tell.
+fn rehashing(conn: &mut resp::Connection) -> Option<bool> {
+    let keyspace = conn.info("keyspace").ok()?;
+    let (keys, expires) = match keyspace.iter().find(|(name, _)| name == "db0") {
+        // keys=10,expires=10,avg_ttl=0
+        Some((_, value)) => {
+            let field = |name: &str| -> Option<u64> {
+                value
+                    .split(',')
+                    .find_map(|part| part.strip_prefix(name)?.strip_prefix('='))?
+                    .parse()
+                    .ok()
+            };
+            (field("keys")?, field("expires")?)
+        }
+        None => return Some(false),
+    };
+    let stats = match conn.command(&["MEMORY", "STATS"]).ok()? {
+        resp::Reply::Array(Some(stats)) => stats,
+        _ => return None,
+    };
+    let db = stats
+        .chunks(2)
+        .find(|pair| pair[0].text().as_deref() == Some("db.0"))
+        .and_then(|pair| match pair.get(1) {
+            Some(resp::Reply::Array(Some(fields))) => Some(fields.clone()),
+            _ => None,
+        })?;
+    let field = |name: &str| -> Option<u64> {
+        db.chunks(2)
+            .find(|pair| pair[0].text().as_deref() == Some(name))
+            .and_then(|pair| pair.get(1)?.integer())
+            .and_then(|n| u64::try_from(n).ok())
+    };
+    // Redis 7.0's accounting: the main dictionary counts an entry (24 bytes), a key object (16)
+    // and 8 bytes per bucket; the expires dictionary an entry and 8 bytes per bucket.
+    let main_buckets = field("overhead.hashtable.main")?.checked_sub(keys * 40)? / 8;
+    let expires_buckets = field("overhead.hashtable.expires")?.checked_sub(expires * 24)? / 8;
+    let moving = |buckets: u64| buckets != 0 && !buckets.is_power_of_two();
+    Some(moving(main_buckets) || moving(expires_buckets))
+}

@@ -196,28 +196,22 @@ pub struct Throughput {
     pub seconds: u64,
 }
 
-/// The check script's SHA1, loaded into the server.
+/// The SHA1 of the client's Lua fallback (`client/lua/ratelimit.lua`), loaded into the server.
 fn load_script(conn: &mut resp::Connection) -> String {
-    let source = ratelimit_client::script::CHECK_SOURCE;
+    let source = ratelimit_client::script::SOURCE;
     conn.command_bytes(&[b"SCRIPT", b"LOAD", source.as_bytes()])
-        .expect("SCRIPT LOAD of the check script")
+        .expect("SCRIPT LOAD of the Lua fallback")
         .text()
         .expect("a SHA1")
 }
 
-/// Waits until the server's memory stops moving: Redis grows a hash table incrementally, and
-/// finishes the move in its background cron after the last write.
+/// Waits until Redis has finished growing its hash tables (see
+/// [`ratelimit_bench::wait_for_rehash`]), then answers `used_memory`.
 fn settle(conn: &mut resp::Connection) -> f64 {
-    let mut last = used_memory(conn);
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(150));
-        let now = used_memory(conn);
-        if now == last {
-            break;
-        }
-        last = now;
+    if !ratelimit_bench::wait_for_rehash(conn) {
+        progress("the hash tables were still growing after 10 s: measuring anyway");
     }
-    last
+    used_memory(conn)
 }
 
 fn throughput(options: &Options, pinning: Option<Pinning>) -> Throughput {

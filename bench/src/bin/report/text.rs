@@ -493,7 +493,7 @@ fn throughput(out: &mut String, r: &Results) {
          with their own count. Every limiter is configured `{} per {}` (Lua: the same in \
          milliseconds), so that every request is admitted and writes and no key expires during \
          the run: the module's most expensive path. The Lua lines run the client's fallback \
-         script (`client/lua/`) through `EVALSHA`.\n",
+         script (`client/lua/ratelimit.lua`, its `check` command) through `EVALSHA`.\n",
         plural(r.rounds, "round"),
         thousands(KEYSPACE as f64),
         thousands(r.requests as f64),
@@ -764,8 +764,8 @@ fn memory(out: &mut String, r: &Results) {
          name takes a 16-byte allocation, and each byte more than 12 would cost 16 more per key. \
          {} keys fill {} buckets in each of the main and the expires dictionaries, about 21 \
          bytes per key of hash tables: fewer keys per table make that share larger. \
-         `used_memory` is read once it stops moving, after Redis has finished growing the \
-         tables. The encoding is `OBJECT ENCODING` of one key. redis-cell's `CL.THROTTLE` takes \
+         `used_memory` is read once Redis has finished growing the tables (which `MEMORY \
+         STATS` tells). The encoding is `OBJECT ENCODING` of one key. redis-cell's `CL.THROTTLE` takes \
          about 165 bytes per key.\n",
         thousands(KEYSPACE as f64),
         thousands(KEYSPACE.next_power_of_two() as f64),
