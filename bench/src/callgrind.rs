@@ -36,8 +36,20 @@ pub enum Source {
     Functions(&'static [&'static str]),
     /// `call()` less the command it runs (the module's dispatcher, or `incrCommand`).
     AroundCommand,
-    /// The module command less the rows of module API calls below it.
+    /// The instructions of some Rust code itself, inlined or not, not counting what it calls:
+    /// those of functions whose path starts with one of `functions`, and those whose source file
+    /// ends with one of `files` (code inlined into other functions). Each instruction counts in
+    /// the first such row that claims it.
+    Own {
+        /// Function path prefixes.
+        functions: &'static [&'static str],
+        /// Source file suffixes (the standard library's files never match).
+        files: &'static [&'static str],
+    },
+    /// The module command less the rows of its parts above.
     ModuleRest,
+    /// Like `Functions`, but part of rows above: not taken from the rest.
+    AlsoCounted(&'static [&'static str]),
 }
 
 /// The rows of the breakdown, in table order.
@@ -82,6 +94,14 @@ pub const ROWS: &[(&str, Source)] = &[
     ),
     ("RedisModule_CloseKey", Source::Functions(&["RM_CloseKey"])),
     (
+        "RedisModule_NotifyKeyspaceEvent and SignalModifiedKey",
+        Source::Functions(&["RM_NotifyKeyspaceEvent", "RM_SignalModifiedKey"]),
+    ),
+    (
+        "RedisModule_GetContextFlags",
+        Source::Functions(&["RM_GetContextFlags"]),
+    ),
+    (
         "the clock (RedisModule_Milliseconds, CachedMicroseconds)",
         Source::Functions(&["RM_Milliseconds", "RM_CachedMicroseconds"]),
     ),
@@ -90,12 +110,33 @@ pub const ROWS: &[(&str, Source)] = &[
         Source::Functions(&["redis_module::redismodule::decode_args"]),
     ),
     (
-        "argument parsing (args::parse_request)",
-        Source::Functions(&["redis_ratelimit::args::parse_request"]),
+        "argument parsing (the module's parsing code itself, inlined or not)",
+        Source::Own {
+            functions: &["redis_ratelimit::args::", "ratelimit_core::parse::"],
+            files: &["src/args.rs", "core/src/parse.rs"],
+        },
     ),
     (
-        "the rest of the module command: decision, encoding, statistics, glue",
+        "the decision and the state's encoding (ratelimit-core's code itself)",
+        Source::Own {
+            functions: &["ratelimit_core::"],
+            files: &[
+                "core/src/lib.rs",
+                "core/src/fixed.rs",
+                "core/src/sliding.rs",
+                "core/src/gcra.rs",
+                "core/src/storage.rs",
+                "core/src/limit.rs",
+            ],
+        },
+    ),
+    (
+        "the rest of the module command: statistics, allocations, glue",
         Source::ModuleRest,
+    ),
+    (
+        "of the rows above: the Rust code's allocations (RedisModule_Alloc, Realloc, Free)",
+        Source::AlsoCounted(&["RM_Alloc", "RM_Realloc", "RM_Free"]),
     ),
     (
         "INCR's own work (incrCommand)",
@@ -176,7 +217,7 @@ pub struct Results {
     pub floor_hash: String,
     /// Keys written before each measurement.
     pub keys: u64,
-    /// Requests measured in each run.
+    /// Requests measured in each run (heavy lines count fewer: see each run's).
     pub requests: u64,
     /// The cases, in table order.
     pub cases: Vec<Measured>,
@@ -289,38 +330,81 @@ pub fn measure(case: &Case, requests: u64, keys: u64, scratch: &Path) -> Result<
         })
         .sum();
     server.stop();
-    let annotated = Command::new("callgrind_annotate")
-        .args(["--inclusive=yes", "--threshold=100"])
-        .arg(&dump)
-        .output()
-        .map_err(|e| format!("callgrind_annotate: {e}"))?;
-    let text = String::from_utf8_lossy(&annotated.stdout);
+    let annotate = |inclusive: bool| -> Result<Vec<Entry>, String> {
+        let output = Command::new("callgrind_annotate")
+            .arg(format!(
+                "--inclusive={}",
+                if inclusive { "yes" } else { "no" }
+            ))
+            .args(["--threshold=100", "--auto=no"])
+            .arg(&dump)
+            .output()
+            .map_err(|e| format!("callgrind_annotate: {e}"))?;
+        Ok(entries(&String::from_utf8_lossy(&output.stdout)))
+    };
+    let inclusive = annotate(true)?;
+    let own = annotate(false)?;
     let total = totals(&std::fs::read_to_string(&dump).unwrap_or_default())
         .ok_or_else(|| format!("no totals in {}", dump.display()))?;
     for path in [&out, &dump] {
         let _ = std::fs::remove_file(path);
     }
-    let count = |functions: &[&str]| -> f64 { functions.iter().map(|f| inclusive(&text, f)).sum() };
+    // A function's inclusive count is that of its line naming the object: the function's home
+    // file. Its lines for files inlined into it each count most of it again (a call from
+    // inlined code is charged to both), so they are not added.
+    let count = |functions: &[&str]| -> f64 {
+        functions
+            .iter()
+            .filter_map(|function| {
+                let lines = inclusive.iter().filter(|e| e.function == *function);
+                let home = lines.clone().find(|e| e.object);
+                home.or_else(|| lines.max_by(|a, b| a.count.total_cmp(&b.count)))
+                    .map(|e| e.count)
+            })
+            .sum()
+    };
     let module = count(&["RedisModuleCommandDispatcher"]);
-    let module_parts: f64 = ROWS
-        .iter()
-        .skip_while(|(row, _)| *row != MODULE_COMMAND)
-        .skip(1)
-        .filter_map(|(_, source)| match source {
-            Source::Functions(functions) if !functions.contains(&"incrCommand") => {
-                Some(count(functions))
+    let mut claimed = vec![false; own.len()];
+    let mut values: Vec<f64> = Vec::new();
+    for (_, source) in ROWS {
+        values.push(match source {
+            Source::Total => total,
+            Source::Functions(functions) | Source::AlsoCounted(functions) => count(functions),
+            Source::AroundCommand => count(&["call"]) - module - count(&["incrCommand"]),
+            Source::Own { functions, files } => {
+                let mut sum = 0.0;
+                for (entry, claimed) in own.iter().zip(claimed.iter_mut()) {
+                    let function = functions.iter().any(|f| entry.function.starts_with(f));
+                    let file = !entry.file.contains("/library/")
+                        && files.iter().any(|f| entry.file.ends_with(f));
+                    if !*claimed && (function || file) {
+                        *claimed = true;
+                        sum += entry.count;
+                    }
+                }
+                sum
             }
-            _ => None,
+            Source::ModuleRest => 0.0,
+        });
+    }
+    // The module command's parts: every row after it, but INCR's.
+    let parts: f64 = ROWS
+        .iter()
+        .zip(&values)
+        .skip_while(|((row, _), _)| *row != MODULE_COMMAND)
+        .skip(1)
+        .filter(|((_, source), _)| match source {
+            Source::Functions(functions) => !functions.contains(&"incrCommand"),
+            Source::Own { .. } => true,
+            _ => false,
         })
+        .map(|(_, value)| value)
         .sum();
     let mut rows = BTreeMap::new();
-    for (row, source) in ROWS {
+    for ((row, source), value) in ROWS.iter().zip(values) {
         let value = match source {
-            Source::Total => total,
-            Source::Functions(functions) => count(functions),
-            Source::AroundCommand => count(&["call"]) - module - count(&["incrCommand"]),
-            Source::ModuleRest if module > 0.0 => module - module_parts,
-            Source::ModuleRest => 0.0,
+            Source::ModuleRest if module > 0.0 => module - parts,
+            _ => value,
         };
         rows.insert(row.to_string(), value / requests as f64);
     }
@@ -372,16 +456,45 @@ fn totals(text: &str) -> Option<f64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// The inclusive instruction count of `function` in `callgrind_annotate --inclusive=yes`
-/// output: the first line naming it as `file:function [object]`.
-fn inclusive(annotated: &str, function: &str) -> f64 {
-    let suffix = format!(":{function} [");
+/// One line of `callgrind_annotate`'s function list.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    count: f64,
+    file: String,
+    function: String,
+    /// Whether the line names the object (`[/path/lib.so]`): the function's home file.
+    object: bool,
+}
+
+/// The function list of `callgrind_annotate --auto=no`: lines `count (share)  file:function
+/// [object]`. callgrind splits a function's cost by the source file of each instruction, so a
+/// function with code inlined from other files has a line per file: their own (exclusive)
+/// counts add up to the function's.
+fn entries(annotated: &str) -> Vec<Entry> {
     annotated
         .lines()
-        .find(|line| line.contains(&suffix))
-        .and_then(|line| line.split_whitespace().next())
-        .and_then(|count| count.replace(',', "").parse().ok())
-        .unwrap_or(0.0)
+        .filter_map(|line| {
+            let (count, rest) = line.trim_start().split_once(' ')?;
+            let count: f64 = count.replace(',', "").parse().ok()?;
+            let (_, rest) = rest.split_once("%)")?;
+            let rest = rest.trim();
+            // Source annotation's call lines (`=> file:function (3x)`), should there be any.
+            if rest.starts_with("=>") {
+                return None;
+            }
+            let (rest, object) = match rest.rfind(" [") {
+                Some(at) if rest.ends_with(']') => (&rest[..at], true),
+                _ => (rest, false),
+            };
+            let (file, function) = rest.split_once(':')?;
+            Some(Entry {
+                count,
+                file: file.to_string(),
+                function: function.to_string(),
+                object,
+            })
+        })
+        .collect()
 }
 
 /// Measures `cases`, `repeat` times each, and collects the results; cases whose commands the
@@ -410,6 +523,8 @@ pub fn measure_all(
         if missing.is_empty() {
             for round in 1..=repeat {
                 let started = Instant::now();
+                // The heavy lines count fewer requests: the counts per request are as exact.
+                let requests = ((requests as f64 * case.weight) as u64).max(requests.min(5000));
                 let run = measure(case, requests, keys, &scratch)?;
                 progress(&format!(
                     "callgrind {} ({round}/{repeat}): {:.0} instructions per request inside call(), \
@@ -459,3 +574,37 @@ pub fn measure_all(
 
 /// The default number of keys: the throughput runs' keyspace.
 pub const KEYS: u64 = KEYSPACE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_function_list() {
+        let text = "\
+--------------------------------------------------------------------------------
+Ir                   file:function
+--------------------------------------------------------------------------------
+42,134,374 (100.0%)  ???:call [/usr/bin/redis-check-rdb]
+ 4,010,248 ( 3.06%)  /work/src/args.rs:redis_ratelimit::args::parse_mcheck
+ 2,520,000 ( 1.92%)  src/args.rs:redis_ratelimit::args::parse_mcheck [/work/libredis_ratelimit.so]
+   333,328 ( 0.25%)  /rustc/x/library/core/src/num/mod.rs:ratelimit_core::parse::period_ms
+1,622,000 ( 1.24%)  => /work/src/args.rs:redis_ratelimit::args::parse_refund (2,000x)
+";
+        let entries = entries(text);
+        assert_eq!(entries.len(), 4);
+        assert_eq!(
+            entries[0],
+            Entry {
+                count: 42_134_374.0,
+                file: "???".into(),
+                function: "call".into(),
+                object: true,
+            }
+        );
+        assert!(!entries[1].object && entries[2].object);
+        assert_eq!(entries[1].file, "/work/src/args.rs");
+        assert_eq!(entries[2].function, "redis_ratelimit::args::parse_mcheck");
+        assert_eq!(entries[3].count, 333_328.0);
+    }
+}

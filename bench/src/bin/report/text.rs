@@ -674,7 +674,7 @@ fn instructions(out: &mut String, r: &Results) {
         out,
         "From `make bench-callgrind` on {} ({}, {}), {build}. The server runs under \
          `valgrind --tool=callgrind`; each line's {} keys are written once with instrumentation \
-         off, then {} requests are counted, sent by our driver (50 connections, 16 pipelined). \
+         off, then {} requests are counted (fewer for the heavy lines), sent by our driver (50 connections, 16 pipelined). \
          \"Inside `call()`\" is the inclusive count of Redis's `call()`, from a command's \
          arguments to its reply: what `--toggle-collect=call` counts. The whole request adds \
          reading and parsing it, writing the reply and the event loop (and the 50 connections' \
@@ -733,6 +733,9 @@ fn instructions(out: &mut String, r: &Results) {
     ) {
         (Some(f), Some(v)) => format!("**{:.2}**", f / v),
         _ => String::new(),
+    });
+    row("requests counted", &|case| {
+        thousands(case.runs[0].requests as f64)
     });
     row("commands per request (`commandstats`)", &|case| {
         let run = &case.runs[0];
