@@ -136,7 +136,7 @@ bench-floor:
 	$(BENCH_CARGO) build --release --manifest-path bench/Cargo.toml -p ratelimit-floor
 
 # Instructions per call of INCR, the floor and each command under callgrind, each case 3 times,
-# to target/bench/callgrind.json (about 5 minutes); `make bench` includes the last results.
+# to target/bench/callgrind.json (about 10 minutes); `make bench` includes the last results.
 bench-callgrind: build bench-floor
 	$(BENCH_CARGO) run --release --manifest-path bench/Cargo.toml --bin callgrind -- \
 		--out "$(BENCH_TARGET)/callgrind.json"
