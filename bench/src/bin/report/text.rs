@@ -677,9 +677,10 @@ fn instructions(out: &mut String, r: &Results) {
          off, then {} requests are counted (fewer for the heavy lines), sent by our driver (50 connections, 16 pipelined). \
          \"Inside `call()`\" is the inclusive count of Redis's `call()`, from a command's \
          arguments to its reply: what `--toggle-collect=call` counts. The whole request adds \
-         reading and parsing it, writing the reply and the event loop (and the 50 connections' \
-         setup, under 10 per request). The other rows are the inclusive counts of the functions \
-         named, per request; an empty cell is a function the line does not call. Each line was \
+         reading and parsing it, writing the reply and the event loop (and the setup of the 50 \
+         connections, spread over the requests). The other rows are the inclusive counts of the \
+         functions named, or the instructions of the code named, per request (see the \
+         analysis); an empty cell is one the line does not run. Each line was \
          measured {}: the table shows the median, and the last row how far the runs were \
          apart. Instructions are not time (a cache miss costs the same whatever the count), but \
          they are exact and do not depend on the machine's load.\n",
@@ -688,12 +689,10 @@ fn instructions(out: &mut String, r: &Results) {
         results.valgrind,
         thousands(results.keys as f64),
         thousands(results.requests as f64),
-        results
-            .cases
-            .iter()
-            .map(|c| c.runs.len())
-            .max()
-            .unwrap_or(0),
+        match results.cases.iter().map(|c| c.runs.len()).max().unwrap_or(0) {
+            1 => "once".to_string(),
+            n => format!("{n} times"),
+        },
     );
     let measured: Vec<&callgrind::Measured> = results
         .cases
@@ -750,10 +749,24 @@ fn instructions(out: &mut String, r: &Results) {
         .cases
         .iter()
         .filter(|c| !c.missing.is_empty())
-        .map(|c| format!("{} ({})", c.label, missing_text(&c.missing)))
+        .map(|c| {
+            format!(
+                "{} (no `{}`)",
+                c.label,
+                c.missing
+                    .iter()
+                    .map(|m| m.to_uppercase())
+                    .collect::<Vec<_>>()
+                    .join("`, `")
+            )
+        })
         .collect();
     if !missing.is_empty() {
-        let _ = writeln!(out, "Not counted: {}.\n", missing.join("; "));
+        let _ = writeln!(
+            out,
+            "Not available in this build, so not counted: {}.\n",
+            missing.join("; ")
+        );
     }
 }
 
@@ -764,14 +777,14 @@ fn memory(out: &mut String, r: &Results) {
         "On an empty server, `used_memory` before and after writing the keys, divided by the \
          number of keys; then after writing each key a second time. The keys are named by 12 \
          digits (`000000012345`), as `redis-benchmark`'s `__rand_int__` writes them: a 12-byte \
-         name takes a 16-byte allocation, and each byte more than 12 would cost 16 more per key. \
-         {} keys fill {} buckets in each of the main and the expires dictionaries, about 21 \
-         bytes per key of hash tables: fewer keys per table make that share larger. \
-         `used_memory` is read once Redis has finished growing the tables (which `MEMORY \
-         STATS` tells). The encoding is `OBJECT ENCODING` of one key. redis-cell's `CL.THROTTLE` takes \
-         about 165 bytes per key.\n",
+         name takes a 16-byte allocation, and a name of 13 to 28 bytes 32. \
+         {} keys fill {} buckets in each of the main and the expires dictionaries, {:.1} bytes \
+         per key of hash tables: fewer keys per table make that share larger. `used_memory` is \
+         read once Redis has finished growing the tables (which `MEMORY STATS` tells). The \
+         encoding is `OBJECT ENCODING` of one key.\n",
         thousands(KEYSPACE as f64),
         thousands(KEYSPACE.next_power_of_two() as f64),
+        2.0 * 8.0 * KEYSPACE.next_power_of_two() as f64 / KEYSPACE as f64,
     );
     let _ = writeln!(
         out,
