@@ -190,6 +190,8 @@ pub struct Throughput {
     pub lines: Vec<Line>,
     /// The load average at the start of each round.
     pub round_loads: Vec<String>,
+    /// Seconds each round took, fills included.
+    pub round_seconds: Vec<u64>,
     /// Runs made in all, and runs repeated because other load disturbed them.
     pub attempts: (usize, usize),
     /// Seconds spent.
@@ -253,10 +255,12 @@ fn throughput(options: &Options, pinning: Option<Pinning>) -> Throughput {
         })
         .collect();
     let mut round_loads = Vec::new();
+    let mut round_seconds = Vec::new();
     let mut attempts = (0, 0);
     let mut retry_spent = Duration::ZERO;
     for round in 1..=options.rounds {
         round_loads.push(noise::load_average());
+        let round_started = Instant::now();
         for line in lines.iter_mut().filter(|line| line.missing.is_empty()) {
             conn.command(&["FLUSHALL", "SYNC"]).expect("FLUSHALL");
             driver::fill(&mut conn, &line.case.fill_template(), 0..KEYSPACE)
@@ -302,11 +306,13 @@ fn throughput(options: &Options, pinning: Option<Pinning>) -> Throughput {
                 }
             }
         }
+        round_seconds.push(round_started.elapsed().as_secs());
     }
     server.stop();
     Throughput {
         lines,
         round_loads,
+        round_seconds,
         attempts,
         seconds: started.elapsed().as_secs(),
     }

@@ -451,6 +451,15 @@ fn machine(out: &mut String, r: &Results) {
     );
     let _ = writeln!(
         out,
+        "| seconds each round took | {} |",
+        t.round_seconds
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(" · ")
+    );
+    let _ = writeln!(
+        out,
         "| throughput runs, and runs repeated because other load disturbed them | {}, {} |\n",
         t.attempts.0, t.attempts.1
     );
