@@ -11,6 +11,7 @@
 #   make servers fetch the matrix's Redis 6.2.14 and Valkey 8.1.8 into .cache/servers/
 #   make fuzz    long randomized run of tests/fuzz.rs (FUZZ_CASES=1000000)
 #   make bench   run the benchmarks (bench/) and regenerate BENCHMARKS.md (about 10 minutes)
+#   make bench-callgrind  count instructions per call under callgrind, for make bench to include
 #   make lint    rustfmt check and clippy with warnings as errors
 #   make lua     rebuild client/lua/ratelimit.lua, the Lua fallback, from its parts
 #   make clean   remove build output
@@ -117,14 +118,28 @@ fuzz: build
 	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release --test fuzz -- --nocapture
 
 # bench/ is a workspace of its own, so that criterion and governor are never built by `make
-# test`; its build goes to target/bench. First the criterion benches, then the server
-# benchmarks, which read the criterion results and write BENCHMARKS.md.
+# test`; its build goes to target/bench. First the floor (bench/floor: FLOOR.INCR, the reference
+# line), then the criterion benches, then the server benchmarks, which read the criterion results
+# and the last `make bench-callgrind` counts (if any), and write BENCHMARKS.md. BENCH_FLAGS passes
+# options to the report (see bench/src/bin/report/main.rs), e.g. BENCH_FLAGS=--quick.
 BENCH_TARGET := $(CURDIR)/target/bench
-.PHONY: bench
-bench: build
-	CARGO_TARGET_DIR="$(BENCH_TARGET)" $(CARGO) bench --manifest-path bench/Cargo.toml
-	CARGO_TARGET_DIR="$(BENCH_TARGET)" $(CARGO) run --release --manifest-path bench/Cargo.toml \
-		--bin report -- --criterion "$(BENCH_TARGET)/criterion" --out "$(CURDIR)/BENCHMARKS.md"
+BENCH_CARGO  := CARGO_TARGET_DIR="$(BENCH_TARGET)" $(CARGO)
+BENCH_FLAGS  ?=
+.PHONY: bench bench-floor bench-callgrind
+bench: build bench-floor
+	$(BENCH_CARGO) bench --manifest-path bench/Cargo.toml -p ratelimit-bench
+	$(BENCH_CARGO) run --release --manifest-path bench/Cargo.toml --bin report -- \
+		--criterion "$(BENCH_TARGET)/criterion" --callgrind "$(BENCH_TARGET)/callgrind.json" \
+		--out "$(CURDIR)/BENCHMARKS.md" $(BENCH_FLAGS)
+
+bench-floor:
+	$(BENCH_CARGO) build --release --manifest-path bench/Cargo.toml -p ratelimit-floor
+
+# Instructions per call of INCR, the floor and each command under callgrind, each case 3 times,
+# to target/bench/callgrind.json (about 10 minutes); `make bench` includes the last results.
+bench-callgrind: build bench-floor
+	$(BENCH_CARGO) run --release --manifest-path bench/Cargo.toml --bin callgrind -- \
+		--out "$(BENCH_TARGET)/callgrind.json"
 
 # The one script users load: the parts of client/lua/bundle.txt, in order. A client test checks
 # that the committed file is up to date.

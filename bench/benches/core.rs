@@ -1,7 +1,7 @@
 //! ratelimit-core: nanoseconds per `decide`, for each algorithm, on a stored state.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ratelimit_core::{decide, Algorithm, Limit, State};
+use ratelimit_core::{decide, Algorithm, Change, Limit, State};
 use std::hint::black_box;
 
 /// An instant in 2026, in microseconds since the epoch.
@@ -9,8 +9,11 @@ const NOW_US: u64 = 1_795_965_551_084_123;
 
 /// The state one admitted request leaves, `offset_us` before `NOW_US`.
 fn stored(limit: &Limit, offset_us: u64) -> State {
-    let (_, update) = decide(limit, None, NOW_US - offset_us, 1).expect("no state yet");
-    update.expect("the first request is admitted").state
+    let outcome = decide(limit, None, NOW_US - offset_us, 1, false).expect("no state yet");
+    match outcome.change {
+        Change::Store(update) => update.state,
+        other => panic!("the first request is admitted and stored, not {other:?}"),
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -40,6 +43,7 @@ fn bench(c: &mut Criterion) {
                     black_box(Some(&state)),
                     black_box(NOW_US),
                     black_box(1),
+                    black_box(false),
                 )
             })
         });

@@ -1,6 +1,8 @@
 //! A load driver for what `redis-benchmark` cannot send: a request of several commands (the
-//! seed's `MULTI; INCRBY; PEXPIRE NX; PTTL; EXEC`), on random keys, from many connections with
-//! pipelining, like `redis-benchmark -c 50 -r 100000 -P 16`.
+//! seed's `MULTI; INCRBY; PEXPIRE NX; PTTL; EXEC`, a CHECK and its REFUND) or of several keys of
+//! one user (`RATELIMIT.MCHECK`), on random keys, from many connections with pipelining, like
+//! `redis-benchmark -c 50 -r 100000 -P 16`. The key sequence of each connection is fixed, so
+//! that callgrind counts the same requests on every run.
 //!
 //! One thread runs every connection on a single-threaded Tokio runtime, as `redis-benchmark`
 //! runs them on one event loop, so that the driver takes one core and leaves the other to the
@@ -15,47 +17,42 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// One argument of a command in a [`Template`].
-#[derive(Debug, Clone)]
-pub enum Arg {
-    /// The request's key: the template's prefix and a 12-digit number, as `__rand_int__` is.
-    Key,
-    /// A fixed argument.
-    Text(String),
-}
+/// The placeholder of a request's key number in a [`Template`]'s words.
+pub const KEY: &str = "KEY";
 
 /// A request: one or more commands sent together, each answered by one reply.
+///
+/// Commands are given as words separated by spaces. In any word, `KEY` stands for the request's
+/// number in 12 digits, as `redis-benchmark` renders `__rand_int__`: `INCR KEY` sends
+/// `INCR 000000000042`, and `rl:{uKEY}:a` a key with a hash tag. Every occurrence in a request
+/// gets the same number, so that one request can name several keys of one user.
 #[derive(Debug, Clone)]
 pub struct Template {
     /// The encoded request for key number 0.
     prototype: Vec<u8>,
-    /// Where the 12 digits of each occurrence of the key start in `prototype`.
+    /// Where the 12 digits of each occurrence of the key number start in `prototype`.
     digits: Vec<usize>,
     replies: usize,
 }
 
 impl Template {
-    /// A request of `commands`, whose `Arg::Key` is `prefix` followed by 12 digits.
-    pub fn new(prefix: &str, commands: Vec<Vec<Arg>>) -> Template {
-        let key = format!("{prefix}000000000000");
+    /// A request of `commands`.
+    pub fn new(commands: &[&str]) -> Template {
+        let number = "0".repeat(12);
         let mut prototype = Vec::new();
         let mut digits = Vec::new();
-        for command in &commands {
-            let args: Vec<&[u8]> = command
-                .iter()
-                .map(|arg| match arg {
-                    Arg::Key => key.as_bytes(),
-                    Arg::Text(text) => text.as_bytes(),
-                })
-                .collect();
-            // Encoded one argument at a time, to note where each key lands.
-            prototype.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-            for (arg, source) in args.iter().zip(command) {
+        for command in commands {
+            let words: Vec<&str> = command.split_whitespace().collect();
+            prototype.extend_from_slice(format!("*{}\r\n", words.len()).as_bytes());
+            for word in words {
+                let arg = word.replace(KEY, &number);
                 prototype.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-                if let Arg::Key = source {
-                    digits.push(prototype.len() + prefix.len());
+                let start = prototype.len();
+                // Each occurrence moves the next one 9 bytes right (12 digits for 3 letters).
+                for (index, (at, _)) in word.match_indices(KEY).enumerate() {
+                    digits.push(start + at + index * (number.len() - KEY.len()));
                 }
-                prototype.extend_from_slice(arg);
+                prototype.extend_from_slice(arg.as_bytes());
                 prototype.extend_from_slice(b"\r\n");
             }
         }
@@ -66,14 +63,9 @@ impl Template {
         }
     }
 
-    /// A request of one command given as words, where the word `KEY` is the key.
-    pub fn command(prefix: &str, words: &str) -> Template {
-        Template::new(prefix, vec![words_to_args(words)])
-    }
-
-    /// A request of several commands given as words, where the word `KEY` is the key.
-    pub fn commands(prefix: &str, commands: &[&str]) -> Template {
-        Template::new(prefix, commands.iter().map(|c| words_to_args(c)).collect())
+    /// A request of one command.
+    pub fn command(words: &str) -> Template {
+        Template::new(&[words])
     }
 
     /// The number of replies one request gets.
@@ -94,16 +86,6 @@ impl Template {
             out[start + at..start + at + 12].copy_from_slice(&digits);
         }
     }
-}
-
-fn words_to_args(words: &str) -> Vec<Arg> {
-    words
-        .split_whitespace()
-        .map(|word| match word {
-            "KEY" => Arg::Key,
-            other => Arg::Text(other.to_string()),
-        })
-        .collect()
 }
 
 /// How hard to drive the server.
@@ -274,7 +256,7 @@ mod tests {
 
     #[test]
     fn renders_a_transaction() {
-        let template = Template::commands("m:", &["MULTI", "INCRBY KEY 1", "EXEC"]);
+        let template = Template::new(&["MULTI", "INCRBY m:KEY 1", "EXEC"]);
         let mut out = Vec::new();
         template.render(&mut out, 42);
         assert_eq!(
@@ -283,5 +265,17 @@ mod tests {
              *1\r\n$4\r\nEXEC\r\n"
         );
         assert_eq!(template.replies(), 3);
+    }
+
+    #[test]
+    fn gives_every_key_of_a_request_the_same_number() {
+        let template = Template::command("MCHECK 2 {uKEY}:a {uKEY}:b:KEY LIMIT 5 1s");
+        let mut out = Vec::new();
+        template.render(&mut out, 123_456_789_012);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "*7\r\n$6\r\nMCHECK\r\n$1\r\n2\r\n$17\r\n{u123456789012}:a\r\n\
+             $30\r\n{u123456789012}:b:123456789012\r\n$5\r\nLIMIT\r\n$1\r\n5\r\n$2\r\n1s\r\n"
+        );
     }
 }

@@ -1,39 +1,38 @@
 //! `make bench`'s second half: the server benchmarks, then `BENCHMARKS.md`.
 //!
-//! 1. Throughput: `redis-benchmark -c 50 -r 100000` at `-P 1` and `-P 16` against one
-//!    `redis-server` carrying the module, for `INCR`, `RATELIMIT.CHECK` (FIXED, SLIDING, GCRA)
-//!    and the client's Lua fallback through `EVALSHA`; the seed's
-//!    `MULTI; INCRBY; PEXPIRE NX; PTTL; EXEC` and a plain `INCR` through our own driver. Five
-//!    interleaved rounds; medians, the ratio to `INCR` in the same round, and the server's
-//!    microseconds per call from `INFO commandstats`.
-//! 2. Memory: `used_memory` before and after 100,000 distinct limiters of each kind.
-//! 3. Where the instructions go: the server under `valgrind --tool=callgrind`, when valgrind is
-//!    installed.
-//! 4. The client's overhead over a raw redis-rs call, the two calls alternating.
+//! 1. Throughput: the lines of `cases::throughput` against one `redis-server` carrying the
+//!    module and the floor (`bench/floor`), at `-P 16` and `-P 1`: `redis-benchmark -c 50 -r
+//!    100000` for single commands, our driver for requests of several commands or keys. The
+//!    server and the load generator are pinned to different cores when the machine has 2. Five
+//!    interleaved rounds; each run starts from `FLUSHALL` and its own 100,000 keys. Per run: the
+//!    rate, the server's CPU time per request (`/proc/<pid>/stat`), its time inside the command
+//!    (`INFO commandstats`), and the CPU other processes took meanwhile; a run that other load
+//!    disturbed is repeated (`--retries`), and the least disturbed attempt kept.
+//! 2. Memory: `used_memory` before and after the keys of each line of `cases::memory`.
+//! 3. The client's overhead over a raw redis-rs call, the two calls alternating.
+//! 4. Instructions per call: the results of `make bench-callgrind` (`--callgrind PATH`), when
+//!    present, with the date they were measured and whether they are of the current build.
 //! 5. The criterion results of `cargo bench` (run before this), read from their JSON.
 //!
 //! Options: `--out PATH` (default `BENCHMARKS.md` in the repository), `--rounds N` (5),
-//! `--requests N` (requests at P16, 1,000,000), `--requests-p1 N` (100,000), `--criterion DIR`,
-//! `--no-profile`, `--quick` (one round of 100,000 requests, for trying the harness out).
+//! `--requests N` (requests per run at P16, 1,000,000), `--requests-p1 N` (300,000),
+//! `--criterion DIR`, `--callgrind PATH`, `--retries N` (2), `--disturbed SHARE` (0.1 of a core),
+//! `--retry-budget SECONDS` (90), `--cases id,id` (only those lines), `--quick` (one round of
+//! 100,000 and 20,000 requests, for trying the harness out).
 
-use ratelimit_bench::driver::{self, Load, Template};
-use ratelimit_bench::{progress, resp, Server};
+use ratelimit_bench::cases::{self, Case, Sender, KEYSPACE};
+use ratelimit_bench::driver::{self, Load};
+use ratelimit_bench::noise::{self, Pinning, Snapshot, Usage};
+use ratelimit_bench::{callgrind, progress, resp, Launch, Server};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 mod text;
 
 /// Concurrent connections (`-c`).
 const CONNECTIONS: usize = 50;
-/// Distinct keys (`-r`).
-const KEYSPACE: u64 = 100_000;
-/// Every limiter is configured so that every request is admitted and writes, and no key
-/// expires during the run: the module's most expensive path, and the one `INCR` compares with.
-const LIMIT: &str = "1000000";
-const PERIOD: &str = "3650d";
-const PERIOD_MS: &str = "315360000000";
 
 struct Options {
     out: PathBuf,
@@ -41,21 +40,29 @@ struct Options {
     requests: u64,
     requests_p1: u64,
     criterion: PathBuf,
-    profile: bool,
+    callgrind: PathBuf,
+    retries: usize,
+    disturbed: f64,
+    retry_budget: Duration,
+    only: Option<Vec<String>>,
 }
 
 fn options() -> Options {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| root.join("target/bench"));
     let mut options = Options {
         out: root.join("BENCHMARKS.md"),
         rounds: 5,
         requests: 1_000_000,
-        requests_p1: 100_000,
+        requests_p1: 300_000,
         criterion: target.join("criterion"),
-        profile: true,
+        callgrind: target.join("callgrind.json"),
+        retries: 2,
+        disturbed: 0.1,
+        retry_budget: Duration::from_secs(90),
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -66,13 +73,22 @@ fn options() -> Options {
             "--requests" => options.requests = value().parse().expect("--requests N"),
             "--requests-p1" => options.requests_p1 = value().parse().expect("--requests-p1 N"),
             "--criterion" => options.criterion = value().into(),
-            "--no-profile" => options.profile = false,
+            "--callgrind" => options.callgrind = value().into(),
+            "--retries" => options.retries = value().parse().expect("--retries N"),
+            "--disturbed" => options.disturbed = value().parse().expect("--disturbed SHARE"),
+            "--retry-budget" => {
+                options.retry_budget =
+                    Duration::from_secs(value().parse().expect("--retry-budget SECONDS"))
+            }
+            "--cases" => {
+                options.only = Some(value().split(',').map(str::to_string).collect());
+            }
             "--quick" => {
                 options.rounds = 1;
                 options.requests = 100_000;
                 options.requests_p1 = 20_000;
             }
-            other => panic!("unknown option {other}: see the top of bench/src/bin/report.rs"),
+            other => panic!("unknown option {other}: see the top of bench/src/bin/report/main.rs"),
         }
     }
     options
@@ -82,34 +98,53 @@ fn main() {
     let options = options();
     let started = Instant::now();
     let machine = text::Machine::read();
+    let (pinning, pinning_note) = Pinning::detect();
+    if let Some(pinning) = pinning {
+        pinning.pin_generator_here().unwrap_or_else(|e| {
+            panic!("cannot pin this process to core {}: {e}", pinning.generator)
+        });
+    }
     progress(&format!(
-        "{} cores, {}, {}",
+        "{} cores, {}, {}; {pinning_note}",
         machine.cores, machine.cpu, machine.server
     ));
-    let throughput = throughput(&options);
-    let memory = memory();
+    let load_before = noise::load_average();
+    let throughput = throughput(&options, pinning);
+    let memory = memory(pinning);
     let overhead = {
-        let server = Server::start();
+        // Pinned like the throughput runs: this process is on the generator's core now, and a
+        // server started without a core would inherit it.
+        let server = Server::launch(&Launch {
+            cpu: pinning.map(|p| p.server),
+            ..Launch::default()
+        });
         let overhead = ratelimit_bench::overhead::measure(&server, 20_000);
         server.stop();
         progress(&format!("client overhead: {overhead:?}"));
         overhead
     };
-    let profile = if options.profile {
-        profile()
-    } else {
-        Err("skipped (--no-profile)".into())
-    };
+    let load_after = noise::load_average();
+    let callgrind = callgrind::Results::read(&options.callgrind);
+    if let Err(e) = &callgrind {
+        progress(&format!(
+            "no instruction counts ({e}): run `make bench-callgrind` first to include them"
+        ));
+    }
     let criterion = text::Criterion::read(&options.criterion);
     let report = text::render(&text::Results {
         machine,
+        pinning,
+        pinning_note,
+        load: (load_before, load_after),
         rounds: options.rounds,
         requests: options.requests,
         requests_p1: options.requests_p1,
+        disturbed: options.disturbed,
+        retries: options.retries,
         throughput,
         memory,
         overhead,
-        profile,
+        callgrind,
         criterion,
         seconds: started.elapsed().as_secs(),
     });
@@ -122,186 +157,220 @@ fn main() {
     ));
 }
 
-/// How a case sends its load.
-enum Runner {
-    /// `redis-benchmark` with this command.
-    Benchmark(String),
-    /// Our driver with this request.
-    Driver(Template),
+/// One measured run of one line.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// Requests per second.
+    pub rate: f64,
+    /// The server's CPU time per request, µs (`/proc/<pid>/stat`).
+    pub cpu_us: f64,
+    /// The `commandstats` time of the line's commands per request, µs.
+    pub command_us: f64,
+    /// What the machine did meanwhile.
+    pub usage: Usage,
+    /// How many times it was run: more than 1 when other load disturbed it.
+    pub attempts: usize,
 }
 
-/// One line of the throughput table.
-pub struct Case {
-    /// What is measured.
-    pub label: String,
-    runner: Runner,
-    /// The commands whose `commandstats` time is the server's time for one request.
-    stats: &'static [&'static str],
-    /// The case whose rate in the same round is this one's reference, by index.
-    pub reference: usize,
+/// One line of the throughput tables and its runs.
+pub struct Line {
+    /// What it sends.
+    pub case: Case,
+    /// The commands the server lacks; not run when not empty.
+    pub missing: Vec<String>,
+    /// Requests per run, by pipeline depth.
+    pub requests: BTreeMap<usize, u64>,
+    /// The kept run of each round, by pipeline depth.
+    pub runs: BTreeMap<usize, Vec<Run>>,
 }
 
-/// The measurements of one case: per pipeline depth (1, 16), the rates of each round, the
-/// ratios to the reference in each round, and the server's µs per request.
-#[derive(Default)]
-pub struct Measured {
-    /// Requests per second, one per round.
-    pub rates: BTreeMap<usize, Vec<f64>>,
-    /// Rate over the reference's rate in the same round.
-    pub ratios: BTreeMap<usize, Vec<f64>>,
-    /// Server µs per request from `INFO commandstats`, one per round.
-    pub micros: BTreeMap<usize, Vec<f64>>,
-}
-
-/// Every case and its measurements.
+/// Every line, and what the machine did.
 pub struct Throughput {
-    /// The cases, in table order.
-    pub cases: Vec<Case>,
-    /// Their measurements, in the same order.
-    pub measured: Vec<Measured>,
-    /// Load average before and after.
-    pub load: (String, String),
+    /// The lines, in table order.
+    pub lines: Vec<Line>,
+    /// The load average at the start of each round.
+    pub round_loads: Vec<String>,
+    /// Seconds each round took, fills included.
+    pub round_seconds: Vec<u64>,
+    /// Runs made in all, and runs repeated because other load disturbed them.
+    pub attempts: (usize, usize),
+    /// Seconds spent.
+    pub seconds: u64,
 }
 
-fn cases(sha: &str) -> Vec<Case> {
-    let check = |key: &str, extra: &str| {
-        format!("RATELIMIT.CHECK {key}__rand_int__ {LIMIT} {PERIOD}{extra}")
-    };
-    let lua = |key: &str, algorithm: &str| {
-        format!("EVALSHA {sha} 1 {key}__rand_int__ {algorithm} {LIMIT} {PERIOD_MS} 0 1 0")
-    };
-    let bench = |label: &str, command: String, stats| Case {
-        label: label.into(),
-        runner: Runner::Benchmark(command),
-        stats,
-        reference: 0,
-    };
-    vec![
-        bench("INCR", "INCR rl:in:__rand_int__".into(), &["incr"]),
-        // Every key of this one was given a TTL first (see `throughput`): the same INCR, plus
-        // the expiry lookup that any key with a TTL costs, as a limiter's key always has one.
-        bench(
-            "INCR, keys with a TTL",
-            "INCR rl:it:__rand_int__".into(),
-            &["incr"],
-        ),
-        bench(
-            "RATELIMIT.CHECK FIXED",
-            check("rl:fx:", ""),
-            &["ratelimit.check"],
-        ),
-        bench(
-            "RATELIMIT.CHECK SLIDING",
-            check("rl:sl:", " ALGORITHM SLIDING"),
-            &["ratelimit.check"],
-        ),
-        bench(
-            "RATELIMIT.CHECK GCRA",
-            check("rl:gc:", " ALGORITHM GCRA"),
-            &["ratelimit.check"],
-        ),
-        bench("Lua FIXED (EVALSHA)", lua("rl:lf:", "FIXED"), &["evalsha"]),
-        bench(
-            "Lua SLIDING (EVALSHA)",
-            lua("rl:ls:", "SLIDING"),
-            &["evalsha"],
-        ),
-        bench("Lua GCRA (EVALSHA)", lua("rl:lg:", "GCRA"), &["evalsha"]),
-        Case {
-            label: "INCR, our driver".into(),
-            runner: Runner::Driver(Template::command("rl:di:", "INCR KEY")),
-            stats: &["incr"],
-            reference: 8,
-        },
-        Case {
-            label: "MULTI INCRBY PEXPIRE NX PTTL EXEC, our driver".into(),
-            runner: Runner::Driver(Template::commands(
-                "rl:mu:",
-                &[
-                    "MULTI",
-                    "INCRBY KEY 1",
-                    &format!("PEXPIRE KEY {PERIOD_MS} NX"),
-                    "PTTL KEY",
-                    "EXEC",
-                ],
-            )),
-            // EXEC's time includes the commands it runs (checked on 7.0: EXEC's µs/call is more
-            // than the sum of INCRBY's, PEXPIRE's and PTTL's).
-            stats: &["multi", "exec"],
-            reference: 8,
-        },
-    ]
-}
-
-/// The check script's SHA1, loaded into the server.
+/// The SHA1 of the client's Lua fallback (`client/lua/ratelimit.lua`), loaded into the server.
 fn load_script(conn: &mut resp::Connection) -> String {
-    let source = ratelimit_client::script::CHECK_SOURCE;
+    let source = ratelimit_client::script::SOURCE;
     conn.command_bytes(&[b"SCRIPT", b"LOAD", source.as_bytes()])
-        .expect("SCRIPT LOAD of the check script")
+        .expect("SCRIPT LOAD of the Lua fallback")
         .text()
         .expect("a SHA1")
 }
 
-fn throughput(options: &Options) -> Throughput {
-    let server = Server::start();
+/// Waits until Redis has finished growing its hash tables (see
+/// [`ratelimit_bench::wait_for_rehash`]), then answers `used_memory`.
+fn settle(conn: &mut resp::Connection) -> f64 {
+    if !ratelimit_bench::wait_for_rehash(conn) {
+        progress("the hash tables were still growing after 10 s: measuring anyway");
+    }
+    used_memory(conn)
+}
+
+fn throughput(options: &Options, pinning: Option<Pinning>) -> Throughput {
+    let started = Instant::now();
+    let server = Server::launch(&Launch {
+        cpu: pinning.map(|p| p.server),
+        floor: true,
+        ..Launch::default()
+    });
     let mut conn = server.connect();
     let sha = load_script(&mut conn);
-    let with_ttl = Template::command("rl:it:", &format!("SET KEY 0 PX {PERIOD_MS}"));
-    driver::fill(&mut conn, &with_ttl, 0..KEYSPACE).expect("keys with a TTL");
-    let cases = cases(&sha);
-    let mut measured: Vec<Measured> = cases.iter().map(|_| Measured::default()).collect();
-    let load_before = load_average();
-    for round in 1..=options.rounds {
-        for pipeline in [16, 1] {
-            let requests = if pipeline == 1 {
-                options.requests_p1
-            } else {
-                options.requests
-            };
-            let mut rates = Vec::new();
-            for case in &cases {
-                conn.command(&["CONFIG", "RESETSTAT"])
-                    .expect("CONFIG RESETSTAT");
-                let rate = run_case(&server, case, pipeline, requests);
-                let micros = server_micros(&mut conn, case.stats, requests);
+    let mut lines: Vec<Line> = cases::throughput(&sha)
+        .into_iter()
+        .filter(|case| {
+            options
+                .only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|id| id == case.id))
+        })
+        .map(|case| {
+            let missing = case.missing(&mut conn);
+            if !missing.is_empty() {
                 progress(&format!(
-                    "round {round}/{} P{pipeline:<2} {:<48} {rate:>10.0} /s {micros:>6.2} µs",
-                    options.rounds, case.label
+                    "{}: not available in this build (no {})",
+                    case.label,
+                    missing.join(", ")
                 ));
-                rates.push(rate);
-                let m = &mut measured[rates.len() - 1];
-                m.rates.entry(pipeline).or_default().push(rate);
-                m.micros.entry(pipeline).or_default().push(micros);
             }
-            for (index, case) in cases.iter().enumerate() {
-                measured[index]
-                    .ratios
-                    .entry(pipeline)
-                    .or_default()
-                    .push(rates[index] / rates[case.reference]);
+            let requests = [(16, options.requests), (1, options.requests_p1)]
+                .into_iter()
+                .map(|(pipeline, n)| (pipeline, ((n as f64 * case.weight) as u64).max(1000)))
+                .collect();
+            Line {
+                case,
+                missing,
+                requests,
+                runs: BTreeMap::new(),
+            }
+        })
+        .collect();
+    let mut round_loads = Vec::new();
+    let mut round_seconds = Vec::new();
+    let mut attempts = (0, 0);
+    let mut retry_spent = Duration::ZERO;
+    for round in 1..=options.rounds {
+        round_loads.push(noise::load_average());
+        let round_started = Instant::now();
+        for line in lines.iter_mut().filter(|line| line.missing.is_empty()) {
+            conn.command(&["FLUSHALL", "SYNC"]).expect("FLUSHALL");
+            driver::fill(&mut conn, &line.case.fill_template(), 0..KEYSPACE)
+                .unwrap_or_else(|e| panic!("{}: filling its keys: {e}", line.case.label));
+            settle(&mut conn);
+            for pipeline in [16, 1] {
+                let requests = line.requests[&pipeline];
+                let mut kept: Option<Run> = None;
+                for attempt in 1..=options.retries + 1 {
+                    let attempt_started = Instant::now();
+                    let run = measure(&server, &mut conn, pinning, &line.case, pipeline, requests);
+                    attempts.0 += 1;
+                    if attempt > 1 {
+                        attempts.1 += 1;
+                        retry_spent += attempt_started.elapsed();
+                    }
+                    let disturbed = run.usage.disturbed(options.disturbed);
+                    progress(&format!(
+                        "round {round}/{} P{pipeline:<2} {:<44} {:>9.0}/s {:>5.2} µs CPU, others {:>3.0}%{}",
+                        options.rounds,
+                        line.case.label,
+                        run.rate,
+                        run.cpu_us,
+                        (run.usage.others + run.usage.steal) * 100.0,
+                        if disturbed { " (disturbed)" } else { "" }
+                    ));
+                    let better = kept.is_none_or(|k| {
+                        run.usage.others + run.usage.steal < k.usage.others + k.usage.steal
+                    });
+                    if better {
+                        kept = Some(Run {
+                            attempts: attempt,
+                            ..run
+                        });
+                    }
+                    if !disturbed || retry_spent >= options.retry_budget {
+                        break;
+                    }
+                }
+                if let Some(mut run) = kept {
+                    run.attempts = run.attempts.max(1);
+                    line.runs.entry(pipeline).or_default().push(run);
+                }
             }
         }
+        round_seconds.push(round_started.elapsed().as_secs());
     }
-    let load_after = load_average();
     server.stop();
     Throughput {
-        cases,
-        measured,
-        load: (load_before, load_after),
+        lines,
+        round_loads,
+        round_seconds,
+        attempts,
+        seconds: started.elapsed().as_secs(),
     }
 }
 
-fn run_case(server: &Server, case: &Case, pipeline: usize, requests: u64) -> f64 {
-    match &case.runner {
-        Runner::Benchmark(command) => {
+/// Runs one line once and reads what it cost.
+fn measure(
+    server: &Server,
+    conn: &mut resp::Connection,
+    pinning: Option<Pinning>,
+    case: &Case,
+    pipeline: usize,
+    requests: u64,
+) -> Run {
+    conn.command(&["CONFIG", "RESETSTAT"])
+        .expect("CONFIG RESETSTAT");
+    let before = Snapshot::take(server.pid());
+    let rate = send(server, pinning, case, pipeline, requests);
+    let after = Snapshot::take(server.pid());
+    let usage = Usage::between(&before, &after, pinning);
+    Run {
+        rate,
+        cpu_us: usage.server_seconds * 1e6 / requests as f64,
+        command_us: command_micros(conn, &case.stats, requests),
+        usage,
+        attempts: 1,
+    }
+}
+
+/// Sends the line's requests and answers the rate.
+fn send(
+    server: &Server,
+    pinning: Option<Pinning>,
+    case: &Case,
+    pipeline: usize,
+    requests: u64,
+) -> f64 {
+    match case.sender {
+        Sender::Benchmark => {
             let binary =
                 std::env::var("REDIS_BENCHMARK").unwrap_or_else(|_| "redis-benchmark".into());
-            let output = Command::new(&binary)
+            let args = case
+                .benchmark_args()
+                .unwrap_or_else(|| panic!("{}: not a redis-benchmark command", case.id));
+            let mut command = match pinning {
+                Some(p) => {
+                    let mut c = Command::new("taskset");
+                    c.args(["-c", &p.generator.to_string(), &binary]);
+                    c
+                }
+                None => Command::new(&binary),
+            };
+            let output = command
                 .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
                 .args(["-c", &CONNECTIONS.to_string(), "-r", &KEYSPACE.to_string()])
                 .args(["-P", &pipeline.to_string(), "-n", &requests.to_string()])
                 .arg("--csv")
-                .args(command.split_whitespace())
+                .args(&args)
                 .output()
                 .unwrap_or_else(|e| panic!("cannot run {binary}: {e} (run `make deps`)"));
             let stdout = String::from_utf8_lossy(&output.stdout);
@@ -311,27 +380,28 @@ fn run_case(server: &Server, case: &Case, pipeline: usize, requests: u64) -> f64
                 .and_then(|field| field.trim_matches('"').parse().ok())
                 .unwrap_or_else(|| {
                     panic!(
-                        "redis-benchmark printed no rate for {command}: {stdout}{}",
+                        "redis-benchmark printed no rate for {}: {stdout}{}",
+                        case.label,
                         String::from_utf8_lossy(&output.stderr)
                     )
                 })
         }
-        Runner::Driver(template) => {
+        Sender::Driver => {
             let load = Load {
                 connections: CONNECTIONS,
                 pipeline,
                 requests,
                 keyspace: KEYSPACE,
             };
-            driver::run(server.port(), template, load)
+            driver::run(server.port(), &case.template(), load)
                 .unwrap_or_else(|e| panic!("{}: {e}", case.label))
                 .per_second
         }
     }
 }
 
-/// The server's µs per request: the `commandstats` time of `commands` over `requests`.
-fn server_micros(conn: &mut resp::Connection, commands: &[&str], requests: u64) -> f64 {
+/// The time inside commands per request: the `commandstats` time of `commands` over `requests`.
+fn command_micros(conn: &mut resp::Connection, commands: &[String], requests: u64) -> f64 {
     let stats = conn.info("commandstats").expect("INFO commandstats");
     let mut micros = 0.0;
     for command in commands {
@@ -351,101 +421,84 @@ fn server_micros(conn: &mut resp::Connection, commands: &[&str], requests: u64) 
     micros / requests as f64
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 /// One line of the memory table.
-pub struct MemoryCase {
-    /// What is stored.
-    pub label: String,
-    /// Bytes per key after one request per key, and after a second one.
-    pub bytes: (f64, f64),
-    /// `OBJECT ENCODING` of one of its keys.
+pub struct MemoryLine {
+    /// What it writes.
+    pub case: cases::MemoryCase,
+    /// The commands the server lacks; not measured when not empty.
+    pub missing: Vec<String>,
+    /// Bytes per key after one write of each key, and after a second when the case has one.
+    pub bytes: (f64, Option<f64>),
+    /// `DBSIZE` after the writes: the keys the bytes are divided by, unless it differs.
+    pub dbsize: i64,
+    /// `OBJECT ENCODING` of one key.
     pub encoding: String,
 }
 
-fn memory() -> Vec<MemoryCase> {
-    let server = Server::start();
+fn memory(pinning: Option<Pinning>) -> Vec<MemoryLine> {
+    let server = Server::launch(&Launch {
+        cpu: pinning.map(|p| p.server),
+        floor: true,
+        ..Launch::default()
+    });
     let mut conn = server.connect();
     let sha = load_script(&mut conn);
-    let lua =
-        |algorithm: &str| format!("EVALSHA {sha} 1 KEY {algorithm} {LIMIT} {PERIOD_MS} 0 1 0");
-    let cases: Vec<(&str, Template)> = vec![
-        (
-            "INCR + PEXPIRE (the seed's counter with a TTL)",
-            Template::commands("rl:mi:", &["INCR KEY", &format!("PEXPIRE KEY {PERIOD_MS}")]),
-        ),
-        (
-            "SET of an integer with a TTL (a GCRA-sized value)",
-            Template::command(
-                "rl:ms:",
-                &format!("SET KEY -1795965551084001 PX {PERIOD_MS}"),
-            ),
-        ),
-        (
-            "RATELIMIT.CHECK FIXED",
-            Template::command("rl:mf:", &format!("RATELIMIT.CHECK KEY {LIMIT} {PERIOD}")),
-        ),
-        (
-            "RATELIMIT.CHECK SLIDING",
-            Template::command(
-                "rl:ml:",
-                &format!("RATELIMIT.CHECK KEY {LIMIT} {PERIOD} ALGORITHM SLIDING"),
-            ),
-        ),
-        (
-            "RATELIMIT.CHECK GCRA",
-            Template::command(
-                "rl:mg:",
-                &format!("RATELIMIT.CHECK KEY {LIMIT} {PERIOD} ALGORITHM GCRA"),
-            ),
-        ),
-        (
-            "Lua FIXED (EVALSHA)",
-            Template::command("rl:nf:", &lua("FIXED")),
-        ),
-        (
-            "Lua SLIDING (EVALSHA)",
-            Template::command("rl:nl:", &lua("SLIDING")),
-        ),
-        (
-            "Lua GCRA (EVALSHA)",
-            Template::command("rl:ng:", &lua("GCRA")),
-        ),
-    ];
     let mut out = Vec::new();
-    for (label, template) in cases {
+    for case in cases::memory(&sha) {
+        let missing: Vec<String> = case
+            .requires
+            .iter()
+            .filter(|c| !cases::has_command(&mut conn, c))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            progress(&format!(
+                "memory {}: not available in this build (no {})",
+                case.label,
+                missing.join(", ")
+            ));
+            out.push(MemoryLine {
+                case,
+                missing,
+                bytes: (f64::NAN, None),
+                dbsize: 0,
+                encoding: String::new(),
+            });
+            continue;
+        }
         conn.command(&["FLUSHALL", "SYNC"]).expect("FLUSHALL");
-        let before = used_memory(&mut conn);
-        driver::fill(&mut conn, &template, 0..KEYSPACE).expect(label);
-        let once = used_memory(&mut conn);
-        driver::fill(&mut conn, &template, 0..KEYSPACE).expect(label);
-        let twice = used_memory(&mut conn);
-        let keys = conn.command(&["DBSIZE"]).ok().and_then(|r| r.integer());
-        assert_eq!(keys, Some(KEYSPACE as i64), "{label}: keys in the database");
-        let key = sample_key(&template);
+        let before = settle(&mut conn);
+        let template = case.template();
+        let keys = case.keys() as f64;
+        driver::fill(&mut conn, &template, 0..case.numbers)
+            .unwrap_or_else(|e| panic!("memory {}: {e}", case.label));
+        let once = (settle(&mut conn) - before) / keys;
+        let twice = case.twice.then(|| {
+            driver::fill(&mut conn, &template, 0..case.numbers)
+                .unwrap_or_else(|e| panic!("memory {}: {e}", case.label));
+            (settle(&mut conn) - before) / keys
+        });
+        let dbsize = conn
+            .command(&["DBSIZE"])
+            .ok()
+            .and_then(|r| r.integer())
+            .unwrap_or(-1);
+        let key = sample_key(&case);
         let encoding = conn
             .command(&["OBJECT", "ENCODING", &key])
             .ok()
             .and_then(|r| r.text())
-            .unwrap_or_default();
-        let per_key = |after: f64| (after - before) / KEYSPACE as f64;
+            .unwrap_or_else(|| "?".into());
         progress(&format!(
-            "memory {label}: {:.1} B/key, then {:.1} ({encoding})",
-            per_key(once),
-            per_key(twice)
+            "memory {}: {once:.1} B/key, then {} ({encoding}, {dbsize} keys)",
+            case.label,
+            twice.map_or("-".into(), |b| format!("{b:.1}"))
         ));
-        out.push(MemoryCase {
-            label: label.into(),
-            bytes: (per_key(once), per_key(twice)),
+        out.push(MemoryLine {
+            case,
+            missing,
+            bytes: (once, twice),
+            dbsize,
             encoding,
         });
     }
@@ -453,154 +506,17 @@ fn memory() -> Vec<MemoryCase> {
     out
 }
 
-/// The key of number 7 of a template, read back from its rendering.
-fn sample_key(template: &Template) -> String {
-    let mut out = Vec::new();
-    template.render(&mut out, 7);
-    let text = String::from_utf8_lossy(&out);
-    text.split("\r\n")
-        .find(|part| part.starts_with("rl:") && part.ends_with("000000000007"))
+/// The first key that key number 7 of a memory line writes.
+fn sample_key(case: &cases::MemoryCase) -> String {
+    case.fill
+        .iter()
+        .flat_map(|command| command.split_whitespace().skip(1))
+        .find(|word| word.contains(ratelimit_bench::driver::KEY))
+        .map(|word| word.replace(ratelimit_bench::driver::KEY, "000000000007"))
         .unwrap_or_default()
-        .to_string()
 }
 
 fn used_memory(conn: &mut resp::Connection) -> f64 {
     conn.info_number("memory", "used_memory")
         .expect("INFO memory used_memory")
-}
-
-/// Instructions per command, and where they go, from callgrind.
-pub struct Profile {
-    /// One column per command profiled: (label, instructions of each row).
-    pub columns: Vec<(String, BTreeMap<String, f64>)>,
-}
-
-/// The rows of the profile table: a label and the functions whose inclusive cost it sums.
-pub const PROFILE_ROWS: &[(&str, &[&str])] = &[
-    (
-        "whole request: read, parse, execute, reply",
-        &["processInputBuffer"],
-    ),
-    ("command execution (`call`)", &["call"]),
-    ("module command, in all", &["RedisModuleCommandDispatcher"]),
-    (
-        "RedisModule_Replicate (SET key value PXAT ms)",
-        &["RM_Replicate"],
-    ),
-    (
-        "RedisModule_OpenKey (key and expiry lookup)",
-        &["RM_OpenKey"],
-    ),
-    (
-        "reply: five integers",
-        &["RM_ReplyWithArray", "RM_ReplyWithLongLong"],
-    ),
-    ("RedisModule_GetAbsExpire", &["RM_GetAbsExpire"]),
-    ("RedisModule_SetAbsExpire", &["RM_SetAbsExpire"]),
-    (
-        "RedisModule_StringDMA (read and in-place write)",
-        &["RM_StringDMA"],
-    ),
-    ("RedisModule_CloseKey", &["RM_CloseKey"]),
-    (
-        "argument vector (redis-module's Vec<RedisString>)",
-        &["redis_module::redismodule::decode_args"],
-    ),
-    (
-        "argument parsing (args::parse_request)",
-        &["redis_ratelimit::args::parse_request"],
-    ),
-    ("INCR's own work (incrCommand)", &["incrCommand"]),
-];
-
-fn profile() -> Result<Profile, String> {
-    let valgrind = Command::new("valgrind").arg("--version").output();
-    if !valgrind.map(|o| o.status.success()).unwrap_or(false) {
-        return Err("valgrind is not installed (`apt-get install valgrind`)".into());
-    }
-    let commands = [
-        ("INCR", "INCR rl:in:__rand_int__".to_string()),
-        (
-            "CHECK FIXED",
-            format!("RATELIMIT.CHECK rl:fx:__rand_int__ {LIMIT} {PERIOD}"),
-        ),
-        (
-            "CHECK SLIDING",
-            format!("RATELIMIT.CHECK rl:sl:__rand_int__ {LIMIT} {PERIOD} ALGORITHM SLIDING"),
-        ),
-        (
-            "CHECK GCRA",
-            format!("RATELIMIT.CHECK rl:gc:__rand_int__ {LIMIT} {PERIOD} ALGORITHM GCRA"),
-        ),
-    ];
-    let mut columns = Vec::new();
-    for (label, command) in commands {
-        progress(&format!("callgrind: {label}"));
-        columns.push((label.to_string(), profile_one(&command)?));
-    }
-    Ok(Profile { columns })
-}
-
-/// Runs the server under callgrind with `WARM` requests to create the keys, then `MEASURED`
-/// more, and divides each row's inclusive instruction count by the number of requests.
-fn profile_one(command: &str) -> Result<BTreeMap<String, f64>, String> {
-    const WARM: u64 = 10_000;
-    const MEASURED: u64 = 20_000;
-    let out =
-        std::env::temp_dir().join(format!("ratelimit-bench-{}.callgrind", std::process::id()));
-    let out_arg = format!("--callgrind-out-file={}", out.display());
-    let server = Server::start_with(
-        &ratelimit_bench::server_binary(),
-        &["valgrind", "--tool=callgrind", "--quiet", &out_arg],
-    );
-    let benchmark = |requests: u64| {
-        Command::new(std::env::var("REDIS_BENCHMARK").unwrap_or_else(|_| "redis-benchmark".into()))
-            .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
-            .args([
-                "-c",
-                "50",
-                "-r",
-                "10000",
-                "-P",
-                "16",
-                "-n",
-                &requests.to_string(),
-                "-q",
-            ])
-            .args(command.split_whitespace())
-            .output()
-            .map_err(|e| format!("redis-benchmark: {e}"))
-    };
-    benchmark(WARM)?;
-    benchmark(MEASURED)?;
-    server.stop();
-    let annotated = Command::new("callgrind_annotate")
-        .args(["--inclusive=yes", "--threshold=100"])
-        .arg(&out)
-        .output()
-        .map_err(|e| format!("callgrind_annotate: {e}"))?;
-    let _ = std::fs::remove_file(&out);
-    let text = String::from_utf8_lossy(&annotated.stdout);
-    let requests = (WARM + MEASURED) as f64;
-    let mut row_values = BTreeMap::new();
-    for (row, functions) in PROFILE_ROWS {
-        let mut total = 0.0;
-        for function in *functions {
-            total += inclusive(&text, function);
-        }
-        row_values.insert(row.to_string(), total / requests);
-    }
-    Ok(row_values)
-}
-
-/// The inclusive instruction count of `function` in `callgrind_annotate --inclusive=yes`
-/// output: the first line naming it as `file:function [object]`.
-fn inclusive(annotated: &str, function: &str) -> f64 {
-    let suffix = format!(":{function} [");
-    annotated
-        .lines()
-        .find(|line| line.contains(&suffix))
-        .and_then(|line| line.split_whitespace().next())
-        .and_then(|count| count.replace(',', "").parse().ok())
-        .unwrap_or(0.0)
 }
