@@ -16,11 +16,15 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("a Tokio runtime");
     // Never reached: every check is admitted and writes.
-    let limit = Limit::new(1_000_000_000_000_000, Duration::from_secs(3650 * 86_400))
-        .algorithm(Algorithm::Fixed);
+    let limit = Limit::new(
+        Algorithm::Fixed,
+        1_000_000_000_000_000,
+        Duration::from_secs(3650 * 86_400),
+    )
+    .expect("a valid limit");
     let (store, raw) = runtime.block_on(async {
-        let store = RedisStore::open(Config::new(server.url())).expect("a store");
-        store.redetect().await.expect("Redis answers");
+        let store = RedisStore::new(Config::new(server.url())).expect("a store");
+        store.ping().await.expect("Redis answers");
         let client = redis::Client::open(server.url()).expect("a redis-rs client");
         let raw = client
             .get_multiplexed_async_connection()
@@ -38,8 +42,11 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("RedisStore::check", |b| {
         b.to_async(&runtime).iter(|| async {
-            let decision = store.check("bench:store", &limit, 1).await;
-            assert!(decision.allowed);
+            let decision = store
+                .check("bench:store", &limit, 1)
+                .await
+                .expect("a decision");
+            assert!(decision.allowed());
             assert_eq!(decision.backend, ratelimit_client::Backend::Module);
         })
     });

@@ -4,8 +4,7 @@
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use ratelimit_client::local::LocalLimiter;
-use ratelimit_core::{Algorithm, Limit};
+use ratelimit_client::{Algorithm, Limit, LocalLimiter};
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Barrier};
@@ -32,9 +31,9 @@ impl Subject for Ours {
     fn check(&self, i: usize) {
         let decision = self
             .limiter
-            .check(black_box(&self.keys[i % KEYS]), &self.limit, 1, false)
+            .check(black_box(&self.keys[i % KEYS]), &self.limit, 1)
             .expect("one algorithm per key");
-        assert!(decision.allowed);
+        assert!(decision.allowed());
     }
 }
 
@@ -44,7 +43,8 @@ struct OursGivenTime(Ours);
 impl Subject for OursGivenTime {
     fn check(&self, i: usize) {
         // 50 ns later on every check, about as the clock moves between two checks.
-        let now_us = 1_795_965_551_084_123 + (i / 20) as u64;
+        let now =
+            std::time::UNIX_EPOCH + Duration::from_micros(1_795_965_551_084_123 + (i / 20) as u64);
         let decision = self
             .0
             .limiter
@@ -53,10 +53,10 @@ impl Subject for OursGivenTime {
                 &self.0.limit,
                 1,
                 false,
-                now_us,
+                now,
             )
             .expect("one algorithm per key");
-        assert!(decision.allowed);
+        assert!(decision.allowed());
     }
 }
 
@@ -86,8 +86,14 @@ fn ours(algorithm: Algorithm) -> Ours {
         // The same quota as governor's below: 100 per second with a burst of a billion, so
         // that every key stays stored (its arrival time runs ahead of the clock) and every
         // request is admitted.
-        Algorithm::Gcra => Limit::new(algorithm, 100, 1000, Some(BURST.into())),
-        _ => Limit::new(algorithm, 1_000_000_000_000, 3650 * 86_400_000, None),
+        Algorithm::Gcra => {
+            Limit::gcra(100, Duration::from_secs(1)).and_then(|l| l.with_burst(BURST.into()))
+        }
+        _ => Limit::new(
+            algorithm,
+            1_000_000_000_000,
+            Duration::from_secs(3650 * 86_400),
+        ),
     };
     Ours {
         limiter: LocalLimiter::new(100_000),

@@ -31,16 +31,20 @@ pub fn measure(server: &Server, pairs: usize) -> Overhead {
         .build()
         .expect("a Tokio runtime");
     runtime.block_on(async {
-        let store = RedisStore::open(Config::new(server.url())).expect("a store");
-        store.redetect().await.expect("Redis answers");
+        let store = RedisStore::new(Config::new(server.url())).expect("a store");
+        store.ping().await.expect("Redis answers");
         let client = redis::Client::open(server.url()).expect("a redis-rs client");
         let mut raw = client
             .get_multiplexed_async_connection()
             .await
             .expect("a redis-rs connection");
         // Never reached: every check is admitted and writes.
-        let limit = Limit::new(1_000_000_000_000_000, Duration::from_secs(3650 * 86_400))
-            .algorithm(Algorithm::Fixed);
+        let limit = Limit::new(
+            Algorithm::Fixed,
+            1_000_000_000_000_000,
+            Duration::from_secs(3650 * 86_400),
+        )
+        .expect("a valid limit");
         let mut differences = Vec::with_capacity(pairs);
         let (mut raw_total, mut store_total) = (0.0, 0.0);
         for i in 0..pairs + 1000 {
@@ -52,8 +56,11 @@ pub fn measure(server: &Server, pairs: usize) -> Overhead {
                     raw_check(&mut raw).await;
                     raw_us = started.elapsed().as_secs_f64() * 1e6;
                 } else {
-                    let decision = store.check("bench:store", &limit, 1).await;
-                    assert!(decision.allowed && decision.backend == Backend::Module);
+                    let decision = store
+                        .check("bench:store", &limit, 1)
+                        .await
+                        .expect("a decision");
+                    assert!(decision.allowed() && decision.backend == Backend::Module);
                     store_us = started.elapsed().as_secs_f64() * 1e6;
                 }
             }

@@ -200,7 +200,7 @@ pub struct Throughput {
 
 /// The SHA1 of the client's Lua fallback (`client/lua/ratelimit.lua`), loaded into the server.
 fn load_script(conn: &mut resp::Connection) -> String {
-    let source = ratelimit_client::script::SOURCE;
+    let source = ratelimit_client::LUA_SCRIPT;
     conn.command_bytes(&[b"SCRIPT", b"LOAD", source.as_bytes()])
         .expect("SCRIPT LOAD of the Lua fallback")
         .text()
