@@ -32,10 +32,11 @@ def free_port() -> int:
 class Server:
     """One ``redis-server`` process, with the module or without it."""
 
-    def __init__(self, module: Optional[Path] = None, *, password: Optional[str] = None) -> None:
+    def __init__(self, module: Optional[Path] = None, *, password: Optional[str] = None,
+                 port: Optional[int] = None) -> None:
         self.module = module
         self.password = password
-        self.port = free_port()
+        self.port = port or free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="ratelimit-py-")
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", self.dir.name]

@@ -44,8 +44,17 @@ def _execute(client: Any, request: Any) -> Any:
         pipe = client.pipeline(transaction=True)
         for command in request.commands:
             pipe.execute_command(*command)
-        return pipe.execute()
+        return _replies(pipe.execute(raise_on_error=False))
     raise TypeError(f"unknown request {request!r}")
+
+
+def _replies(replies: list) -> list:
+    # The first error as the server gave it: redis-py's raise_on_error rewrites the message,
+    # with the command and its key in it.
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 async def run_async(client: Any, operation: Operation[T]) -> T:
@@ -78,5 +87,5 @@ async def _execute_async(client: Any, request: Any) -> Any:
         async with client.pipeline(transaction=True) as pipe:
             for command in request.commands:
                 pipe.execute_command(*command)
-            return await pipe.execute()
+            return _replies(await pipe.execute(raise_on_error=False))
     raise TypeError(f"unknown request {request!r}")
