@@ -19,16 +19,27 @@ _UNAVAILABLE_CODES = frozenset(
 )
 
 
+# The codes redis-py drops from the message when it picks an exception class for them.
+_CLASS_CODES = [
+    ("BusyLoadingError", "LOADING"), ("ReadOnlyError", "READONLY"), ("OutOfMemoryError", "OOM"),
+    ("NoScriptError", "NOSCRIPT"), ("ExecAbortError", "EXECABORT"), ("NoPermissionError", "NOPERM"),
+    ("MasterDownError", "MASTERDOWN"), ("ClusterDownError", "CLUSTERDOWN"), ("MovedError", "MOVED"),
+    ("AskError", "ASK"), ("TryAgainError", "TRYAGAIN"), ("ClusterCrossSlotError", "CROSSSLOT"),
+]
+
+
 def error_code(error: BaseException) -> Optional[str]:
     """The code of a server error reply (``ERR``, ``WRONGTYPE``, ``LOADING``, ...), ``None`` for
-    errors that are no reply. redis-py drops the ``ERR`` of most messages; it is put back."""
+    errors that are no reply. redis-py drops the code of many messages; it is put back."""
     code = getattr(error, "status_code", None)
     if code:
         return str(code)
-    if not isinstance(error, redis.ResponseError) and not isinstance(error, redis.exceptions.BusyLoadingError):
+    for name, class_code in _CLASS_CODES:
+        cls = getattr(redis.exceptions, name, None)
+        if cls is not None and isinstance(error, cls):
+            return class_code
+    if not isinstance(error, redis.ResponseError):
         return None
-    if isinstance(error, redis.exceptions.BusyLoadingError):
-        return "LOADING"
     first = str(error).split(" ", 1)[0]
     return first if first.isalpha() and first.isupper() else "ERR"
 
