@@ -29,12 +29,10 @@ return {value, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl, 
 READ_LEASES = """
 local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 local at = redis.pcall('PEXPIRETIME', KEYS[1])
-if type(at) == 'table' then
-  local ttl = redis.call('PTTL', KEYS[1])
-  local t = redis.call('TIME')
-  at = ttl < 0 and ttl or tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl
-end
-return {members, at}
+if type(at) ~= 'table' then return {members, at, 1} end
+local ttl = redis.call('PTTL', KEYS[1])
+local t = redis.call('TIME')
+return {members, ttl < 0 and ttl or tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl, 0}
 """
 
 
@@ -93,8 +91,9 @@ class ScriptCaller:
         seconds, micros = self.client.time()
         return seconds * 1_000_000 + micros
 
-    def leases(self, key: str) -> tuple[list[tuple[str, int]], int]:
-        """The lease set's members and scores (whole ms), and the key's expiry (-2 when absent)."""
-        members, at = self.client.evalsha(self.leases_sha, 1, key)
+    def leases(self, key: str) -> tuple[list[tuple[str, int]], int, bool]:
+        """The lease set's members and scores (whole ms), the key's expiry (-2 when absent), and
+        whether that expiry is exact (PEXPIRETIME; Redis 6.2 has only TIME + PTTL)."""
+        members, at, exact = self.client.evalsha(self.leases_sha, 1, key)
         pairs = [(members[i].decode(), int(float(members[i + 1]))) for i in range(0, len(members), 2)]
-        return pairs, at
+        return pairs, at, exact == 1

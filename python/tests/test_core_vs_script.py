@@ -273,11 +273,12 @@ def test_leases_match_the_script(script: ScriptCaller) -> None:
                 if granted is not None and granted not in ids:
                     ids.append(granted)
                 _count("acquires")
-            members, at = script.leases(key)
+            members, at, exact = script.leases(key)
             live = sorted((i, e) for i, e in model._leases.items())
             assert members == sorted(live, key=lambda m: (m[1], m[0])), "\n".join(log + [f"stored {members}, port {live}"])
             expected_at = -2 if not live else max(e for _, e in live)
-            assert at == expected_at, "\n".join(log + [f"expiry {at}, port {expected_at}"])
+            assert at == expected_at or (not exact and at >= 0 and abs(at - expected_at) <= 50), \
+                "\n".join(log + [f"expiry {at}, port {expected_at}"])
         _count("lease sequences")
 
 
