@@ -16,6 +16,8 @@ PUBLIC_MODULES = [
     "redis_ratelimit", "redis_ratelimit.asyncio", "redis_ratelimit.asgi", "redis_ratelimit.http",
     "redis_ratelimit.core", "redis_ratelimit.mask", "redis_ratelimit.breaker", "redis_ratelimit.errors",
     "redis_ratelimit.memory", "redis_ratelimit.decision", "redis_ratelimit.store", "redis_ratelimit.scripts",
+    "redis_ratelimit.reservation", "redis_ratelimit.permit", "redis_ratelimit.counters", "redis_ratelimit.engine",
+    "redis_ratelimit.commands", "redis_ratelimit.drivers", "redis_ratelimit.base",
 ]
 
 

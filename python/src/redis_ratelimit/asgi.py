@@ -25,7 +25,7 @@ import asyncio
 import ipaddress
 import logging
 import time
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 from .decision import Decision, Policy
 from .http import PROBLEM_JSON, missing_key_body, quota_exceeded_body, rate_limit_headers

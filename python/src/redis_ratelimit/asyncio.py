@@ -24,7 +24,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from . import drivers
-from .base import DEFAULT_PREFIX, DEFAULT_TIMEOUT, PermitBase, ReservationBase, StoreBase, env_settings
+from .base import DEFAULT_PREFIX, DEFAULT_TIMEOUT, StoreBase, env_settings
+from .permit import PermitBase
+from .reservation import ReservationBase
 from .core import FIXED
 from .decision import Decision, MultiDecision, Period, Policy, Quota, Settlement
 from .engine import Operation, T

@@ -7,19 +7,17 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import time
 from typing import Any, Optional, Sequence, Tuple
 
-from . import commands
+from . import commands, counters
 from .breaker import Breaker, BreakerConfig, BreakerState
-from .core import FIXED, MAX_ID_LEN, MAX_LEASES, Limit
+from .core import MAX_ID_LEN, MAX_LEASES, Limit
 from .decision import (
     Decision,
     MultiDecision,
     Period,
     Policy,
     Quota,
-    Settlement,
     check_cost,
     make_limit,
     period_ms,
@@ -143,10 +141,10 @@ class StoreBase:
         expiry_ms = period_ms(expiry, name="expiry")
         if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount < 1 << 63:
             raise ValueError(f"invalid amount {amount!r}: expected an integer from 0 to 2^63 - 1")
-        return self._engine.increment(key, expiry_ms, amount)
+        return counters.increment(self._engine, key, expiry_ms, amount)
 
     def _get_with_expiry(self, key: str) -> Operation[Tuple[int, Optional[float]]]:
-        value, ttl_ms = yield from self._engine.get_with_expiry(key)
+        value, ttl_ms = yield from counters.get_with_expiry(self._engine, key)
         return value, None if ttl_ms is None else ttl_ms / 1000
 
     def _check_rate_limit(self, user_id: str, endpoint: str, limit: int, period: Period,
@@ -163,7 +161,7 @@ class StoreBase:
 
     def _clear_all(self) -> Operation[bool]:
         try:
-            deleted = yield from self._engine.clear_all()
+            deleted = yield from counters.clear_all(self._engine)
         except Exception as error:  # noqa: BLE001 - logged, and answered False as the seed did
             log.warning("cannot clear the rate limits (prefix=%s, error=%s)", self.prefix, error)
             return False
@@ -207,117 +205,4 @@ class StoreBase:
         return lease_ms, decision, granted
 
 
-class ReservationBase:
-    """An estimate spent in advance, to be settled once the real cost is known."""
-
-    def __init__(self, engine: Engine, key: str, limit: Limit, estimate: int, decision: Decision) -> None:
-        self._engine = engine
-        #: The limiter's key, under the store's prefix.
-        self.key = key
-        #: The units asked for in advance.
-        self.estimate = estimate
-        #: The CHECK's answer, with the window the estimate was spent in.
-        self.decision = decision
-        self._limit = limit
-        self._settlement: Optional[Settlement] = None
-
-    def __bool__(self) -> bool:
-        return self.decision.allowed
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(key={self._engine.mask(self._engine.redis_key(self.key))!r}, "
-                f"estimate={self.estimate}, allowed={self.allowed}, settled={self.settled})")
-
-    @property
-    def allowed(self) -> bool:
-        """Whether the estimate was admitted (and so spent)."""
-        return self.decision.allowed
-
-    @property
-    def reserved(self) -> int:
-        """The units spent in advance: the estimate if it was admitted, else 0."""
-        return self.estimate if self.decision.allowed else 0
-
-    @property
-    def settled(self) -> bool:
-        """Whether :meth:`settle` (or :meth:`cancel`) has run."""
-        return self._settlement is not None
-
-    @property
-    def settlement(self) -> Optional[Settlement]:
-        """What settling did, once it has."""
-        return self._settlement
-
-    def _settle(self, actual: int) -> Operation[Settlement]:
-        check_cost(actual, name="actual")
-        if self._settlement is not None:
-            raise RuntimeError("this reservation is already settled")
-        # Claimed before any I/O, so that two settlements can never both run.
-        self._settlement = Settlement(0, 0, None)
-        difference = actual - self.reserved
-        if difference < 0:
-            refunded, standing = yield from self._engine.refund(self.key, self._limit, -difference, self.decision.window)
-            self._settlement = Settlement(refunded, 0, standing)
-        elif difference > 0:
-            decision = yield from self._engine.check(self.key, self._limit, difference, commands.FORCE)
-            self._settlement = Settlement(0, difference, decision)
-        return self._settlement
-
-
-class PermitBase:
-    """A concurrency lease, to be released when the work is done."""
-
-    def __init__(self, engine: Engine, key: str, limit: int, lease_ms: int, decision: Decision, lease_id: Optional[str]) -> None:
-        self._engine = engine
-        #: The lease set's key, under the store's prefix.
-        self.key = key
-        #: Leases allowed at once.
-        self.limit = limit
-        #: How long the lease lives unless released or renewed, in ms.
-        self.lease_ms = lease_ms
-        #: The ACQUIRE's answer (the latest renewal's).
-        self.decision = decision
-        #: The lease ID; ``None`` when denied.
-        self.id = lease_id
-        #: When the lease expires unless renewed, in Unix seconds by this machine's clock.
-        self.expires_at: Optional[float] = time.time() + lease_ms / 1000 if decision.allowed else None
-        self._released = not decision.allowed
-
-    def __bool__(self) -> bool:
-        return self.decision.allowed
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(key={self._engine.mask(self._engine.redis_key(self.key))!r}, "
-                f"allowed={self.allowed}, released={self.released})")
-
-    @property
-    def allowed(self) -> bool:
-        """Whether the lease was granted."""
-        return self.decision.allowed
-
-    @property
-    def released(self) -> bool:
-        """Whether the lease was released (or never granted)."""
-        return self._released
-
-    def _renew(self) -> Operation[bool]:
-        if self._released or self.id is None:
-            return False
-        decision, granted = yield from self._engine.acquire(self.key, self.limit, self.lease_ms, self.id)
-        self.decision = decision
-        if granted is None:
-            self.expires_at = None
-            return False
-        self.expires_at = time.time() + self.lease_ms / 1000
-        return True
-
-    def _release(self) -> Operation[bool]:
-        if self._released:
-            return False
-        self._released = True
-        if self.id is None:
-            return False
-        return (yield from self._engine.release(self.key, self.id))
-
-
-__all__ = ["StoreBase", "ReservationBase", "PermitBase", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "FIXED"]
+__all__ = ["StoreBase", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT"]

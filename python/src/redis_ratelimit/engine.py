@@ -27,7 +27,7 @@ from .decision import ALLOW, DENY, LOCAL, MODULE, SCRIPT, Decision, MultiDecisio
 from .errors import RateLimitError
 from .mask import mask_key
 from .memory import MemoryLimiter, WrongTypeError
-from .scripts import INCREMENT_SOURCE, SCRIPT_SOURCE
+from .scripts import SCRIPT_SOURCE
 
 log = logging.getLogger("redis_ratelimit")
 
@@ -36,7 +36,6 @@ T = TypeVar("T")
 #: The failure policies: what answers while Redis cannot.
 POLICIES = (LOCAL, ALLOW, DENY)
 
-_SCAN_COUNT = 500
 
 
 class ScriptRef(NamedTuple):
@@ -47,11 +46,11 @@ class ScriptRef(NamedTuple):
 
     @classmethod
     def of(cls, source: str) -> "ScriptRef":
+        """The script ``source`` with its SHA1."""
         return cls(source, hashlib.sha1(source.encode("utf-8")).hexdigest())
 
 
 RATELIMIT_SCRIPT = ScriptRef.of(SCRIPT_SOURCE)
-INCREMENT_SCRIPT = ScriptRef.of(INCREMENT_SOURCE)
 
 
 class Call(NamedTuple):
@@ -77,6 +76,11 @@ class Transaction(NamedTuple):
 Operation = Generator[Any, Any, T]
 
 
+def call(request: Any) -> Operation[Any]:
+    """One request as an operation: its reply."""
+    return (yield request)
+
+
 class Engine:
     """The state the operations share: keys, backend, breaker, failure policy and the in-memory
     limiter. ``online`` is false for a store without a Redis client: every call then goes to the
@@ -100,9 +104,11 @@ class Engine:
     # Keys ----------------------------------------------------------------------------------
 
     def redis_key(self, key: str) -> str:
+        """The Redis key of ``key``: ``prefix + key``."""
         return self.prefix + key
 
     def mask(self, full_key: str) -> str:
+        """A Redis key as logs show it (:func:`~redis_ratelimit.mask.mask_key`)."""
         return mask_key(self.prefix, full_key)
 
     # Backend -------------------------------------------------------------------------------
@@ -330,71 +336,9 @@ class Engine:
             return self.fallback(failure, full_key, lambda: self.memory.release(full_key, lease_id),
                                  lambda: False, lambda: False)
 
-    def increment(self, key: str, expiry_ms: int, amount: int) -> Operation[int]:
-        """The seed's counter, in one script: ``INCRBY``, and ``PEXPIRE`` when it has no expiry.
-        While Redis is out, the in-memory limiter counts under the ``local`` policy; otherwise
-        :class:`RateLimitError` is raised."""
-        full_key = self.redis_key(key)
-        try:
-            value = yield from self.guarded(self._counter(Eval(INCREMENT_SCRIPT, (full_key,), (amount, expiry_ms))))
-        except RateLimitError as failure:
-            if failure.is_outage and self.on_failure == LOCAL:
-                return self.memory.increment(full_key, amount, expiry_ms)
-            raise
-        return self._counter_value(value)
-
-    def get_with_expiry(self, key: str) -> Operation[Tuple[int, Optional[int]]]:
-        """The counter and the milliseconds to its expiry (``None`` without one or when absent),
-        read atomically; falls back as :meth:`increment` does."""
-        full_key = self.redis_key(key)
-        try:
-            value, ttl = yield from self.guarded(self._counter(Transaction((("GET", full_key), ("PTTL", full_key)))))
-        except RateLimitError as failure:
-            if failure.is_outage and self.on_failure == LOCAL:
-                return self.memory.get_with_expiry(full_key)
-            raise
-        if value is None:
-            return 0, None
-        number = commands.text(value).strip()
-        if not number.lstrip("+-").isdigit() or not number.isascii():
-            raise RateLimitError("unexpected reply from Redis: the key holds no counter", code=None)
-        ttl = int(ttl)
-        return self._counter_value(int(number)), (ttl if ttl >= 0 else None)
-
-    @staticmethod
-    def _counter(call: Any) -> Operation[Any]:
-        return (yield call)
-
-    @staticmethod
-    def _counter_value(value: Any) -> int:
-        number = int(value)
-        if number < 0:
-            raise RateLimitError(f"unexpected reply from Redis: negative counter {number}")
-        return number
-
-    def clear_all(self) -> Operation[int]:
-        """Deletes every key under the prefix (``SCAN MATCH prefix*`` and ``UNLINK`` in batches)
-        and empties the in-memory limiter; answers the number of keys deleted. Refuses an empty
-        prefix. Raises :class:`RateLimitError`."""
-        if not self.prefix:
-            raise RateLimitError("clear_all refuses to run with an empty prefix")
-        self.memory.clear()
-        pattern = escape_glob(self.prefix) + "*"
-
-        def scan() -> Operation[int]:
-            cursor, deleted = 0, 0
-            while True:
-                cursor, keys = yield Call(("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT))
-                cursor = int(cursor)
-                if keys:
-                    deleted += int((yield Call(("UNLINK", *keys))))
-                if cursor == 0:
-                    return deleted
-        return (yield from self.guarded(scan()))
-
     def ping(self) -> Operation[None]:
         """Pings Redis; raises :class:`RateLimitError` when it is unreachable."""
-        yield from self.guarded(self._counter(Call(("PING",))))
+        yield from self.guarded(call(Call(("PING",))))
 
     def redetect(self) -> Operation[str]:
         """Pings Redis and detects now whether the module is loaded."""
@@ -416,8 +360,3 @@ def _refunded(reply: Any, backend: str) -> Tuple[int, Decision]:
     if len(rest) != 4:
         raise ValueError(f"RATELIMIT.REFUND replied {reply!r}")
     return refunded, Decision.from_reply([int(rest[3] == 0), *rest], backend)
-
-
-def escape_glob(text: str) -> str:
-    """``text`` with the glob characters of ``MATCH`` escaped, so that it matches itself only."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

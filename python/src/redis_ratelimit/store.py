@@ -13,7 +13,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import drivers
-from .base import DEFAULT_PREFIX, DEFAULT_TIMEOUT, PermitBase, ReservationBase, StoreBase, env_settings
+from .base import DEFAULT_PREFIX, DEFAULT_TIMEOUT, StoreBase, env_settings
+from .permit import PermitBase
+from .reservation import ReservationBase
 from .core import FIXED
 from .decision import Decision, MultiDecision, Period, Policy, Quota, Settlement
 from .engine import Operation, T
