@@ -6,7 +6,16 @@ import time
 
 import pytest
 
+import redis_ratelimit
+import redis_ratelimit.asyncio
+
 from servers import MODULE, Server, free_port
+
+# The clients the tests make wait up to 2 s for an answer rather than the package's 250 ms, so
+# that a machine busy with other work does not turn a slow reply into an outage. A closed port
+# is refused at once either way.
+for _get_client in (redis_ratelimit.get_redis_client, redis_ratelimit.asyncio.get_redis_client):
+    _get_client.__kwdefaults__ = {"connect_timeout": 2.0, "response_timeout": 2.0}
 
 
 @pytest.fixture(scope="session")
