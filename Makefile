@@ -3,7 +3,8 @@
 #   make deps    install missing system packages (libclang-dev, redis-server, redis-tools, valgrind)
 #   make build   build the module: target/release/libredis_ratelimit.so
 #   make run     build, then run Redis in the foreground with the module (PORT=6380 make run)
-#   make test    build, then run every test of the workspace (release profile)
+#   make test    build, then run every test of the workspace (release profile), then make test-python
+#   make test-python  the Python package's tests (python/), in a virtualenv in target/python-venv
 #   make test-matrix  build, then run the integration tests on Redis 6.2, 7.0 and Valkey 8.1
 #   make test-url  build, then run the integration tests against one local server through REDIS_URL
 #   make docker  build the Docker image redis-ratelimit:latest: Redis 7.2 with the module
@@ -77,9 +78,30 @@ run: build
 
 test: build
 	$(CARGO) test --release --workspace --all-features
+	$(MAKE) test-python
 
 servers:
 	bash .ci/fetch-servers
+
+# The Python package: a virtualenv in target/python-venv with the pinned test dependencies of
+# python/requirements-test.txt (installed again only when that file changes), the package
+# installed from python/ as pip ships it (not editable, so the tests read the copied Lua
+# files), and the Rust client's example, which the tests run against the same servers. pytest
+# starts its own servers: with the module, without it, and a closed port. REDIS_SERVER picks
+# another redis-server binary.
+PYTHON    ?= python3
+PY_VENV   := $(CURDIR)/target/python-venv
+PY_STAMP  := $(PY_VENV)/requirements-test.txt
+
+.PHONY: test-python
+test-python: build
+	$(CARGO) build --release -p ratelimit-client --example check
+	@[ -x "$(PY_VENV)/bin/python" ] || $(PYTHON) -m venv "$(PY_VENV)"
+	@cmp -s python/requirements-test.txt "$(PY_STAMP)" || { \
+		"$(PY_VENV)/bin/pip" install --quiet --disable-pip-version-check -r python/requirements-test.txt && \
+		cp python/requirements-test.txt "$(PY_STAMP)"; }
+	"$(PY_VENV)/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall ./python
+	cd python && "$(PY_VENV)/bin/python" -m pytest -p no:cacheprovider
 
 # The integration tests (tests/*.rs) only: the unit tests do not depend on the server.
 test-matrix: build servers

@@ -1,0 +1,1 @@
+../../../../client/src/store/increment.lua
