@@ -108,11 +108,6 @@ fn assert_limiters_continue<C: redis::ConnectionLike>(con: &mut C, limiters: &[L
     }
 }
 
-fn wait_for_replica(master: &mut redis::Connection) {
-    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(master).unwrap();
-    assert_eq!(acked, 1, "the replica acknowledged the master's writes");
-}
-
 /// Checks every full limiter in turn through a cluster client until `stop`: each must be
 /// answered, denied, with nothing remaining.
 fn check_full_limiters(

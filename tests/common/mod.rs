@@ -432,13 +432,38 @@ pub fn master_offset(con: &mut redis::Connection) -> i64 {
         .unwrap()
 }
 
-/// `WAIT 1 5000` on a master: its one replica has acknowledged every write so far.
+/// Waits until the master's one replica has applied every write the master propagated so far,
+/// whichever connection made them. (`WAIT` would not do: it waits only for the writes of the
+/// connection that calls it, and on a connection that wrote nothing it returns at once.)
 pub fn wait_for_replica(master: &mut redis::Connection) {
-    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(master).unwrap();
-    assert_eq!(
-        acked, 1,
-        "the replica did not acknowledge the master's writes within 5 s"
-    );
+    let target = master_offset(master);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let link = loop {
+        match info_value(master, &["INFO", "replication"], "slave0") {
+            Some(link) => break link,
+            None if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            None => panic!("the master has no replica (no slave0 in INFO replication)"),
+        }
+    };
+    let port: u16 = link
+        .split(',')
+        .find_map(|f| f.strip_prefix("port="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in the replica's line {link:?}"));
+    let mut replica = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection())
+        .expect("a connection to the replica");
+    loop {
+        let applied = master_offset(&mut replica);
+        if applied >= target {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica applied the master's stream up to {applied}, not {target}, within 10 s"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Waits until `server` has `role` (`master` or `slave`), and as a replica, a live link.
