@@ -22,45 +22,121 @@ use redis_module::{Context, InfoContext, RedisResult, RedisString, Status};
 
 /// RATELIMIT.CHECK key limit period [ALGORITHM a] [BURST n] [COST n] [DRYRUN | FORCE]
 /// [WITHWINDOW]
-fn ratelimit_check(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    commands::check::run(ctx, &args)
+fn ratelimit_check(ctx: &Context, args: &[RedisString]) -> RedisResult {
+    commands::check::run(ctx, args)
 }
 
 /// RATELIMIT.MCHECK numkeys key [key ...] LIMIT limit period [ALGORITHM a] [BURST n] [COST n]
 /// [LIMIT ...] [DRYRUN | FORCE] [WITHWINDOW]
-fn ratelimit_mcheck(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    commands::mcheck::run(ctx, &args)
+fn ratelimit_mcheck(ctx: &Context, args: &[RedisString]) -> RedisResult {
+    commands::mcheck::run(ctx, args)
 }
 
 /// RATELIMIT.QUOTA key limit period [ALGORITHM a] [BURST n] [COST n]
-fn ratelimit_quota(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    commands::quota::run(ctx, &args)
+fn ratelimit_quota(ctx: &Context, args: &[RedisString]) -> RedisResult {
+    commands::quota::run(ctx, args)
 }
 
 /// RATELIMIT.REFUND key limit period [ALGORITHM a] [BURST n] COST n [WINDOW w]
-fn ratelimit_refund(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    commands::refund::run(ctx, &args)
+fn ratelimit_refund(ctx: &Context, args: &[RedisString]) -> RedisResult {
+    commands::refund::run(ctx, args)
 }
 
 /// RATELIMIT.ACQUIRE key limit lease [ID id]
-fn ratelimit_acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    commands::acquire::run(ctx, &args)
+fn ratelimit_acquire(ctx: &Context, args: &[RedisString]) -> RedisResult {
+    commands::acquire::run(ctx, args)
 }
 
 /// RATELIMIT.RELEASE key id
-fn ratelimit_release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    commands::release::run(ctx, &args)
+fn ratelimit_release(ctx: &Context, args: &[RedisString]) -> RedisResult {
+    commands::release::run(ctx, args)
 }
 
 /// RATELIMIT.TOP [count] | RATELIMIT.TOP RESET
-fn ratelimit_top(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    commands::top::run(ctx, &args)
+fn ratelimit_top(ctx: &Context, args: &[RedisString]) -> RedisResult {
+    commands::top::run(ctx, args)
 }
 
 /// RATELIMIT.RESET key
-fn ratelimit_reset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    commands::reset::run(ctx, &args)
+fn ratelimit_reset(ctx: &Context, args: &[RedisString]) -> RedisResult {
+    commands::reset::run(ctx, args)
 }
+
+/// The raw `RedisModule_CreateCommand` callback of a handler: it passes the server's arguments
+/// to the handler as borrowed strings ([`commands::dispatch`]).
+macro_rules! callback {
+    ($handler:ident) => {{
+        extern "C" fn callback(
+            ctx: *mut redis_module::raw::RedisModuleCtx,
+            argv: *mut *mut redis_module::raw::RedisModuleString,
+            argc: std::os::raw::c_int,
+        ) -> std::os::raw::c_int {
+            commands::dispatch(ctx, argv, argc, $handler)
+        }
+        callback
+    }};
+}
+
+/// The commands, created by [`init`] with raw callbacks ([`commands::register`]): name, flags,
+/// key positions (first, last, step) and handler. Not through `redis_module!`'s command table,
+/// whose callback builds a `Vec` of retained arguments on every call, nor `#[command]`, whose
+/// registration aborts Redis 7.0 at load.
+///
+/// ACL: the key positions 1,1,1 make key patterns apply (as key specs on 7.0+, where `docs`
+/// replaces them with precise ones). MCHECK's keys are found by the module itself
+/// (`getkeys-api`), so that 6.2, ACL key patterns and cluster routing see every one. The flags
+/// do not put module commands in any ACL category; `init` does where the server allows it (see
+/// `acl`).
+const COMMANDS: &[commands::Registration] = &[
+    commands::Registration {
+        name: c"ratelimit.check",
+        flags: c"write deny-oom fast",
+        keys: (1, 1, 1),
+        callback: callback!(ratelimit_check),
+    },
+    commands::Registration {
+        name: c"ratelimit.mcheck",
+        flags: c"write deny-oom fast getkeys-api",
+        keys: (2, 2, 1),
+        callback: callback!(ratelimit_mcheck),
+    },
+    commands::Registration {
+        name: c"ratelimit.quota",
+        flags: c"readonly fast",
+        keys: (1, 1, 1),
+        callback: callback!(ratelimit_quota),
+    },
+    commands::Registration {
+        name: c"ratelimit.refund",
+        flags: c"write deny-oom fast",
+        keys: (1, 1, 1),
+        callback: callback!(ratelimit_refund),
+    },
+    commands::Registration {
+        name: c"ratelimit.reset",
+        flags: c"write fast",
+        keys: (1, 1, 1),
+        callback: callback!(ratelimit_reset),
+    },
+    commands::Registration {
+        name: c"ratelimit.acquire",
+        flags: c"write deny-oom fast",
+        keys: (1, 1, 1),
+        callback: callback!(ratelimit_acquire),
+    },
+    commands::Registration {
+        name: c"ratelimit.release",
+        flags: c"write deny-oom fast",
+        keys: (1, 1, 1),
+        callback: callback!(ratelimit_release),
+    },
+    commands::Registration {
+        name: c"ratelimit.top",
+        flags: c"admin fast",
+        keys: (0, 0, 0),
+        callback: callback!(ratelimit_top),
+    },
+];
 
 /// Applies the module arguments (`default-algorithm gcra`) and registers the config, or refuses
 /// to load with a warning that names the bad argument, having allocated nothing that outlives
@@ -79,8 +155,21 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             return Status::Err;
         }
     };
+    if let Err(name) = commands::register(ctx, COMMANDS) {
+        log::warning(
+            ctx,
+            &format!("redis-ratelimit not loaded: could not create the command {name}"),
+        );
+        return Status::Err;
+    }
     store::init(ctx);
     log::notice(ctx, &store::describe_apis());
+    if !commands::detect_verbatim_scripts(ctx) {
+        log::notice(
+            ctx,
+            "redis-ratelimit: no lua-replicate-commands: scripts are replicated by their effects",
+        );
+    }
     log::notice(ctx, &format!("redis-ratelimit: {configured}"));
     match docs::register(ctx) {
         Ok(line) => log::notice(ctx, &format!("redis-ratelimit: {line}")),
@@ -147,10 +236,7 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) {
 /// generated by `redis_module!`. Its generated functions carry no docs, hence the `allow`.
 #[allow(missing_docs)]
 mod entry {
-    use super::{
-        deinit, info, init, ratelimit_acquire, ratelimit_check, ratelimit_mcheck, ratelimit_quota,
-        ratelimit_refund, ratelimit_release, ratelimit_reset, ratelimit_top,
-    };
+    use super::{deinit, info, init};
     // `info:`'s expansion names these two unqualified.
     use redis_module::{redis_module, InfoContext, RedisResult};
 
@@ -165,16 +251,7 @@ mod entry {
     #[cfg(test)]
     const ALLOCATOR: Allocator = std::alloc::System;
 
-    // Commands go through the command table, not `#[command]`, whose registration aborts
-    // Redis 7.0 at load.
-    //
-    // ACL: the key positions 1,1,1 make key patterns apply (as key specs on 7.0+, where `docs`
-    // replaces them with precise ones). MCHECK's keys are found by the module itself
-    // (`getkeys-api`), so that 6.2, ACL key patterns and cluster routing see every one. The flags
-    // do not put module commands in any ACL category; `init` does where the server allows it
-    // (see `acl`). The last field, the mandatory ACL categories, must stay empty: redis-module
-    // fails the load when it is not and the server lacks RedisModule_SetCommandACLCategories
-    // (6.2, 7.0).
+    // The commands are created by `init` from `COMMANDS`, with raw callbacks.
     redis_module! {
         name: "ratelimit",
         version: 1,
@@ -183,15 +260,6 @@ mod entry {
         init: init,
         deinit: deinit,
         info: info,
-        commands: [
-            ["ratelimit.check", ratelimit_check, "write deny-oom fast", 1, 1, 1, ""],
-            ["ratelimit.mcheck", ratelimit_mcheck, "write deny-oom fast getkeys-api", 2, 2, 1, ""],
-            ["ratelimit.quota", ratelimit_quota, "readonly fast", 1, 1, 1, ""],
-            ["ratelimit.refund", ratelimit_refund, "write deny-oom fast", 1, 1, 1, ""],
-            ["ratelimit.reset", ratelimit_reset, "write fast", 1, 1, 1, ""],
-            ["ratelimit.acquire", ratelimit_acquire, "write deny-oom fast", 1, 1, 1, ""],
-            ["ratelimit.release", ratelimit_release, "write deny-oom fast", 1, 1, 1, ""],
-            ["ratelimit.top", ratelimit_top, "admin fast", 0, 0, 0, ""],
-        ],
+        commands: [],
     }
 }

@@ -346,6 +346,11 @@ pub fn measure(case: &Case, requests: u64, keys: u64, scratch: &Path) -> Result<
     let own = annotate(false)?;
     let total = totals(&std::fs::read_to_string(&dump).unwrap_or_default())
         .ok_or_else(|| format!("no totals in {}", dump.display()))?;
+    // CALLGRIND_KEEP=<dir> keeps each dump there, for `callgrind_annotate` by hand.
+    if let Some(dir) = std::env::var_os("CALLGRIND_KEEP") {
+        let kept = Path::new(&dir).join(format!("callgrind-{}.out", case.id));
+        let _ = std::fs::copy(&dump, kept);
+    }
     for path in [&out, &dump] {
         let _ = std::fs::remove_file(path);
     }
