@@ -862,8 +862,9 @@ fn cluster(out: &mut String, r: &Results) {
          so that the keys are drawn uniformly over the keyspace and each goes to the master of \
          its slot, as a cluster client sends them. {} per cluster size, interleaved; medians.\n\n\
          - **checks/s**: the driver's rate, and the ratio to one master. On this machine's {} \
-         cores every master shares one core, so the rate cannot grow with the masters: it \
-         shows what a cluster costs (cluster mode, more connections per master).\n\
+         cores every master shares one core (the driver has the other), so the rate cannot grow \
+         with the masters as it would with a core each: it shows that splitting the load costs \
+         little.\n\
          - **server CPU µs/check**: the CPU time of every master (`/proc/<pid>/stat`, summed) \
          per check: what scales. On a machine with a core per master, N masters serve about N \
          times one master's checks when this figure stays flat.\n",
