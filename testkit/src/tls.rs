@@ -101,3 +101,36 @@ pub fn lacks_tls(log: &str) -> bool {
     .iter()
     .any(|pattern| log.contains(pattern))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_a_server_without_tls_from_a_bad_setup() {
+        for log in [
+            "*** FATAL CONFIG FILE ERROR (Redis 6.2.14) ***\n>>> 'tls-port \"6380\"'\nBad directive or wrong number of arguments",
+            "Failed finding connection listener of tls",
+        ] {
+            assert!(lacks_tls(log), "{log}");
+        }
+        for log in [
+            "Failed to load certificate: /tmp/x/server.pem: error:80000002:system library::No such file or directory",
+            "Failed to configure TLS. Check logs for more info.",
+        ] {
+            assert!(!lacks_tls(log), "{log}");
+        }
+    }
+
+    #[test]
+    fn generates_pem_files() {
+        let dir = std::env::temp_dir().join(format!("testkit-tls-{}", std::process::id()));
+        let files = TlsFiles::generate(&dir);
+        let read = |path: &Path| fs::read_to_string(path).unwrap();
+        assert!(read(&files.ca).starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(read(&files.cert).starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(read(&files.key).starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_ne!(read(&files.ca), read(&files.wrong_ca));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
