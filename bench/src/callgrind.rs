@@ -298,6 +298,7 @@ pub fn measure(case: &Case, requests: u64, keys: u64, scratch: &Path) -> Result<
         ],
         cpu: None,
         floor: true,
+        cluster: false,
     });
     let mut conn = server.connect();
     driver::fill(&mut conn, &case.fill_template(), 0..keys).map_err(|e| format!("fill: {e}"))?;

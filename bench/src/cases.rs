@@ -49,6 +49,11 @@ pub struct Case {
     pub weight: f64,
     /// Another case (by id) this one is compared with, in the same round.
     pub against: Option<&'static str>,
+    /// Commands run once before the case's runs (and before its fill), e.g. a `CONFIG SET`;
+    /// when one fails, the case is not available on this server.
+    pub setup: Vec<String>,
+    /// Commands run after the case's runs, to put back what `setup` changed.
+    pub teardown: Vec<String>,
 }
 
 impl Case {
@@ -75,7 +80,15 @@ impl Case {
             requires,
             weight: 1.0,
             against: None,
+            setup: Vec::new(),
+            teardown: Vec::new(),
         }
+    }
+
+    fn setup(mut self, setup: &[&str], teardown: &[&str]) -> Case {
+        self.setup = setup.iter().map(|c| c.to_string()).collect();
+        self.teardown = teardown.iter().map(|c| c.to_string()).collect();
+        self
     }
 
     fn fill(mut self, commands: &[&str]) -> Case {
@@ -96,6 +109,17 @@ impl Case {
     fn stats(mut self, stats: &[&str]) -> Case {
         self.stats = stats.iter().map(|c| c.to_string()).collect();
         self
+    }
+
+    /// The cluster figures' request: `RATELIMIT.CHECK FIXED`, admitted and writing, on keys
+    /// that are the bare 12-digit numbers (so that a key's slot is that of its number).
+    pub fn cluster_check() -> Case {
+        Case::new(
+            "cluster-check",
+            "RATELIMIT.CHECK FIXED",
+            Sender::Driver,
+            &[&format!("RATELIMIT.CHECK KEY {LIMIT} {PERIOD}")],
+        )
     }
 
     /// The request, for our driver.
@@ -126,14 +150,42 @@ impl Case {
         )
     }
 
-    /// The commands of [`Case::requires`] the server lacks.
+    /// The commands of [`Case::requires`] the server lacks, and the setup commands it refuses
+    /// (the setup is undone at once).
     pub fn missing(&self, conn: &mut Connection) -> Vec<String> {
-        self.requires
+        let mut missing: Vec<String> = self
+            .requires
             .iter()
             .filter(|command| !has_command(conn, command))
             .cloned()
-            .collect()
+            .collect();
+        if missing.is_empty() {
+            missing.extend(self.run_setup(conn).err());
+            let _ = self.run_teardown(conn);
+        }
+        missing
     }
+
+    /// Runs [`Case::setup`]; fails with the first command the server refuses.
+    pub fn run_setup(&self, conn: &mut Connection) -> Result<(), String> {
+        run_all(conn, &self.setup)
+    }
+
+    /// Runs [`Case::teardown`]; fails with the first command the server refuses.
+    pub fn run_teardown(&self, conn: &mut Connection) -> Result<(), String> {
+        run_all(conn, &self.teardown)
+    }
+}
+
+fn run_all(conn: &mut Connection, commands: &[String]) -> Result<(), String> {
+    for command in commands {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        match conn.command(&words) {
+            Ok(Reply::Error(_)) | Err(_) => return Err(command.clone()),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Whether the server has `command`: `COMMAND INFO` answers nil for an unknown one.
@@ -285,8 +337,8 @@ pub fn throughput(sha: &str) -> Vec<Case> {
         .fill(&[&check("")])
         .against("driver-check")
         .weight(0.5),
-        // With an explicit ID, then the RELEASE of it. The Lua fallback has no lease script yet:
-        // add its line here when it does.
+        // With an explicit ID, then the RELEASE of it: the key is created and deleted by each
+        // pair (a release of the last lease removes the sorted set).
         Case::new(
             "acquire-release",
             "RATELIMIT.ACQUIRE ID + RATELIMIT.RELEASE",
@@ -297,6 +349,44 @@ pub fn throughput(sha: &str) -> Vec<Case> {
             ],
         )
         .weight(0.5),
+        // The same pair through the client's Lua fallback (its `acquire` and `release`).
+        Case::new(
+            "lua-acquire-release",
+            "Lua acquire ID + release (EVALSHA)",
+            Driver,
+            &[
+                &format!("EVALSHA {sha} 1 KEY acquire {LIMIT} 60000 r1"),
+                &format!("EVALSHA {sha} 1 KEY release r1"),
+            ],
+        )
+        .against("acquire-release")
+        .weight(0.2),
+        // Denied CHECKs: each key's one unit is spent by the fill, so every measured CHECK is
+        // denied and writes nothing, with the heavy-hitters summary of RATELIMIT.TOP on (its
+        // default size, 128) and then off. Every key is denied as often as any other, so the
+        // summary churns: its most expensive case.
+        Case::new(
+            "denied-notop",
+            "RATELIMIT.CHECK denied, RATELIMIT.TOP off (top-keys 0)",
+            Driver,
+            &[&format!("RATELIMIT.CHECK KEY 1 {PERIOD}")],
+        )
+        .setup(
+            &["CONFIG SET ratelimit.top-keys 0"],
+            &["CONFIG SET ratelimit.top-keys 128"],
+        )
+        .against("driver-check"),
+        Case::new(
+            "denied-top",
+            "RATELIMIT.CHECK denied, RATELIMIT.TOP on (top-keys 128)",
+            Driver,
+            &[&format!("RATELIMIT.CHECK KEY 1 {PERIOD}")],
+        )
+        .setup(
+            &["CONFIG SET ratelimit.top-keys 128", "RATELIMIT.TOP RESET"],
+            &[],
+        )
+        .against("denied-notop"),
     ]
 }
 
@@ -492,6 +582,24 @@ mod tests {
                 PERIOD_MS.into()
             ])
         );
+        // TOP on is compared with TOP off, which puts back the default size after its runs.
+        let top = cases.iter().find(|c| c.id == "denied-top").unwrap();
+        assert_eq!(top.against, Some("denied-notop"));
+        let off = cases.iter().find(|c| c.id == "denied-notop").unwrap();
+        assert_eq!(off.setup, ["CONFIG SET ratelimit.top-keys 0"]);
+        assert_eq!(off.teardown, ["CONFIG SET ratelimit.top-keys 128"]);
+        // The Lua pair is the module's pair, through the script.
+        let lua = cases
+            .iter()
+            .find(|c| c.id == "lua-acquire-release")
+            .unwrap();
+        assert_eq!(lua.against, Some("acquire-release"));
+        assert_eq!(
+            lua.request[0],
+            "EVALSHA 0123 1 KEY acquire 1000000 60000 r1"
+        );
+        assert_eq!(lua.request[1], "EVALSHA 0123 1 KEY release r1");
+        assert!(lua.requires.is_empty());
         let memory = memory("0123");
         let leases = memory.iter().find(|m| m.id == "lease-100").unwrap();
         assert_eq!(leases.fill.len(), 100);

@@ -113,6 +113,21 @@ pub struct Outcome {
 /// Sends `load.requests` requests of `template` to 127.0.0.1:`port` and measures the rate.
 /// Fails on a connection error, or when any reply is an error.
 pub fn run(port: u16, template: &Template, load: Load) -> io::Result<Outcome> {
+    run_spread(&[(port, None)], template, load)
+}
+
+/// Like [`run`], over several servers: the masters of a cluster, each with the key numbers
+/// whose keys it owns. The connections are dealt to the servers in turn, and each draws its
+/// keys uniformly from its server's list (from `0..load.keyspace` when it has none), so that
+/// with lists that split the keyspace by slot, the load is that of keys drawn uniformly over
+/// the whole keyspace and sent to their owners, as a cluster client does. `load.requests` is
+/// the total over every connection.
+pub fn run_spread(
+    targets: &[(u16, Option<Rc<Vec<u64>>>)],
+    template: &Template,
+    load: Load,
+) -> io::Result<Outcome> {
+    assert!(!targets.is_empty(), "no server to send to");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -122,19 +137,22 @@ pub fn run(port: u16, template: &Template, load: Load) -> io::Result<Outcome> {
             .run_until(async {
                 let left = Rc::new(Cell::new(load.requests));
                 let mut streams = Vec::with_capacity(load.connections);
-                for _ in 0..load.connections {
-                    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+                for index in 0..load.connections {
+                    let (port, keys) = &targets[index % targets.len()];
+                    let stream = TcpStream::connect(("127.0.0.1", *port)).await?;
                     stream.set_nodelay(true)?;
-                    streams.push(stream);
+                    streams.push((stream, keys.clone()));
                 }
                 let started = Instant::now();
                 let tasks: Vec<_> = streams
                     .into_iter()
                     .enumerate()
-                    .map(|(index, stream)| {
+                    .map(|(index, (stream, keys))| {
                         let left = Rc::clone(&left);
                         let template = template.clone();
-                        tokio::task::spawn_local(connection(stream, template, load, left, index))
+                        tokio::task::spawn_local(connection(
+                            stream, template, load, keys, left, index,
+                        ))
                     })
                     .collect();
                 for task in tasks {
@@ -154,6 +172,7 @@ async fn connection(
     mut stream: TcpStream,
     template: Template,
     load: Load,
+    keys: Option<Rc<Vec<u64>>>,
     left: Rc<Cell<u64>>,
     index: usize,
 ) -> io::Result<()> {
@@ -169,7 +188,11 @@ async fn connection(
         left.set(left.get() - batch);
         out.clear();
         for _ in 0..batch {
-            template.render(&mut out, random.below(load.keyspace));
+            let key = match &keys {
+                Some(keys) => keys[random.below(keys.len() as u64) as usize],
+                None => random.below(load.keyspace),
+            };
+            template.render(&mut out, key);
         }
         stream.write_all(&out).await?;
         let mut expected = batch as usize * template.replies();
@@ -212,24 +235,22 @@ async fn connection(
 pub fn fill(
     conn: &mut resp::Connection,
     template: &Template,
-    keys: std::ops::Range<u64>,
+    keys: impl IntoIterator<Item = u64>,
 ) -> io::Result<()> {
-    const BATCH: u64 = 1000;
-    let mut start = keys.start;
+    const BATCH: usize = 1000;
+    let keys: Vec<u64> = keys.into_iter().collect();
     let mut out = Vec::new();
-    while start < keys.end {
-        let end = (start + BATCH).min(keys.end);
+    for batch in keys.chunks(BATCH) {
         out.clear();
-        for n in start..end {
+        for &n in batch {
             template.render(&mut out, n);
         }
         conn.send_raw(&out)?;
-        for _ in 0..(end - start) as usize * template.replies() {
+        for _ in 0..batch.len() * template.replies() {
             if let resp::Reply::Error(message) = conn.read()? {
                 return Err(io::Error::other(message));
             }
         }
-        start = end;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 
 pub mod callgrind;
 pub mod cases;
+pub mod cluster;
 pub mod driver;
 pub mod noise;
 pub mod overhead;
@@ -70,6 +71,8 @@ pub struct Launch {
     pub cpu: Option<usize>,
     /// Load the floor module too, when it was built.
     pub floor: bool,
+    /// A Redis Cluster node (`--cluster-enabled yes`), on a port whose bus port is free too.
+    pub cluster: bool,
 }
 
 /// A `redis-server` with the module loaded, on a free loopback port, with persistence off: no
@@ -96,7 +99,11 @@ impl Server {
             module.display()
         );
         let binary = server_binary();
-        let port = free_port();
+        let port = if launch.cluster {
+            ratelimit_testkit::free_port(true)
+        } else {
+            free_port()
+        };
         let dir =
             std::env::temp_dir().join(format!("ratelimit-bench-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
@@ -125,6 +132,19 @@ impl Server {
             .iter()
             .map(|s| s.to_string()),
         );
+        if launch.cluster {
+            line.extend(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--cluster-config-file",
+                ]
+                .map(String::from),
+            );
+            line.push(format!("{}/nodes.conf", dir.display()));
+        }
         if launch.floor {
             if let Some(floor) = floor_module_path() {
                 line.push("--loadmodule".into());

@@ -4,6 +4,7 @@ use crate::breaker::BreakerConfig;
 use crate::error::Error;
 use crate::mask::mask_url;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -87,6 +88,7 @@ pub struct Config {
     pub(crate) redetect_interval: Duration,
     pub(crate) local_max_entries: usize,
     pub(crate) shadow: bool,
+    pub(crate) tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -103,6 +105,7 @@ impl Default for Config {
             redetect_interval: DEFAULT_REDETECT_INTERVAL,
             local_max_entries: DEFAULT_LOCAL_MAX_ENTRIES,
             shadow: false,
+            tls_ca_file: None,
         }
     }
 }
@@ -121,6 +124,7 @@ impl fmt::Debug for Config {
             .field("redetect_interval", &self.redetect_interval)
             .field("local_max_entries", &self.local_max_entries)
             .field("shadow", &self.shadow)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }
@@ -160,6 +164,7 @@ impl Config {
     /// | `RATELIMIT_RESPONSE_TIMEOUT_MS` | the response timeout, in milliseconds | 250 |
     /// | `RATELIMIT_ON_FAILURE` | `local`, `allow` or `deny` | `local` |
     /// | `RATELIMIT_SHADOW` | `true` or `false` (`1`, `0`): shadow mode, see [`Config::shadow`] | `false` |
+    /// | `REDIS_TLS_CA` | with `rediss://`, the PEM file of the certificate authorities to trust instead of the public ones, see [`Config::tls_ca_file`] | none: the public roots |
     ///
     /// Fails with [`Error::InvalidConfig`] when a variable is set to an invalid value (an empty
     /// one counts as unset), or when both `REDIS_URL` and `REDIS_CLUSTER_NODES` are set.
@@ -203,6 +208,9 @@ impl Config {
         }
         if let Some(policy) = get("RATELIMIT_ON_FAILURE") {
             config.on_failure = policy.parse()?;
+        }
+        if let Some(ca) = get("REDIS_TLS_CA") {
+            config.tls_ca_file = Some(PathBuf::from(ca));
         }
         if let Some(shadow) = get("RATELIMIT_SHADOW") {
             config.shadow = match shadow.trim().to_ascii_lowercase().as_str() {
@@ -290,6 +298,29 @@ impl Config {
         self
     }
 
+    /// Sets the PEM file of the certificate authorities that a `rediss://` server's certificate
+    /// must chain to, instead of the public roots (the Mozilla set built into the client): for
+    /// a server whose certificate a private CA signed. The file may hold several certificates;
+    /// it is read when the store connects, and an unreadable file or one without a certificate
+    /// fails [`crate::RedisStore::new`] with [`Error::InvalidConfig`]. Only for `rediss://`
+    /// URLs (or cluster nodes); with `redis://` it is an invalid configuration. The server's
+    /// certificate must name the URL's host (a DNS name or an IP address in its subject
+    /// alternative names). Also `REDIS_TLS_CA` in [`Config::from_env`].
+    ///
+    /// ```
+    /// use ratelimit_client::Config;
+    ///
+    /// let config = Config::new("rediss://redis.internal:6380").tls_ca_file("/etc/redis/ca.pem");
+    /// assert_eq!(
+    ///     config.get_tls_ca_file(),
+    ///     Some(std::path::Path::new("/etc/redis/ca.pem"))
+    /// );
+    /// ```
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Config {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+
     /// Sets how many keys the in-memory limiter of [`FailurePolicy::Local`] holds at most
     /// (default 100,000); beyond, it forgets the oldest.
     pub fn local_max_entries(mut self, max_entries: usize) -> Config {
@@ -336,6 +367,11 @@ impl Config {
         }
     }
 
+    /// The PEM file of the certificate authorities to trust for TLS, if one is set.
+    pub fn get_tls_ca_file(&self) -> Option<&Path> {
+        self.tls_ca_file.as_deref()
+    }
+
     /// The key prefix.
     pub fn get_prefix(&self) -> &str {
         &self.prefix
@@ -363,6 +399,18 @@ impl Config {
                 ))
             }
         };
+        if self.tls_ca_file.is_some() {
+            let urls = match target {
+                Target::Single(url) => vec![url],
+                Target::Cluster(nodes) => nodes.iter().map(String::as_str).collect(),
+            };
+            if let Some(plain) = urls.iter().find(|url| !is_tls_url(url)) {
+                return Err(Error::InvalidConfig(format!(
+                    "a TLS CA file is set, but {} is not a rediss:// URL",
+                    mask_url(plain)
+                )));
+            }
+        }
         if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
             return Err(Error::InvalidConfig(
                 "the connect and response timeouts must be above zero".into(),
@@ -388,6 +436,12 @@ pub(crate) enum Target<'a> {
     Single(&'a str),
     /// A Redis Cluster, by its seed nodes (at least one).
     Cluster(&'a [String]),
+}
+
+/// Whether `url` connects with TLS: `rediss://` (or `valkeys://`).
+pub(crate) fn is_tls_url(url: &str) -> bool {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
 }
 
 /// The node URLs of a comma-separated list, trimmed, without empty entries.
@@ -427,6 +481,7 @@ mod tests {
             ("RATELIMIT_RESPONSE_TIMEOUT_MS", "50"),
             ("RATELIMIT_ON_FAILURE", "Deny"),
             ("RATELIMIT_SHADOW", "true"),
+            ("REDIS_TLS_CA", "/etc/ca.pem"),
         ])
         .unwrap();
         assert_eq!(config.get_url(), Some("redis://:pw@host:1/"));
@@ -435,6 +490,7 @@ mod tests {
         assert_eq!(config.response_timeout, Duration::from_millis(50));
         assert_eq!(config.get_on_failure(), FailurePolicy::Deny);
         assert!(config.is_shadow());
+        assert_eq!(config.get_tls_ca_file(), Some(Path::new("/etc/ca.pem")));
         assert!(!format!("{config:?}").contains("pw"));
         assert_eq!(from(&[("REDIS_URL", "")]).unwrap().get_url(), None);
     }
@@ -486,6 +542,19 @@ mod tests {
             [("RATELIMIT_SHADOW", "maybe")],
         ] {
             assert!(from(&vars).unwrap_err().is_invalid_config(), "{vars:?}");
+        }
+        // A CA file is for TLS only: every URL must be rediss://.
+        let plain = Config::new("redis://:pw@h").tls_ca_file("ca.pem");
+        let error = plain.validate().unwrap_err();
+        assert!(error.is_invalid_config());
+        assert!(!error.to_string().contains("pw"), "{error}");
+        let mixed = Config::cluster(["rediss://a", "redis://b"]).tls_ca_file("ca.pem");
+        assert!(mixed.validate().unwrap_err().is_invalid_config());
+        for tls in [
+            Config::new("rediss://h").tls_ca_file("ca.pem"),
+            Config::cluster(["rediss://a", "REDISS://b"]).tls_ca_file("ca.pem"),
+        ] {
+            assert!(tls.validate().is_ok(), "{tls:?}");
         }
         let zero = Config::new("redis://h").connect_timeout(Duration::ZERO);
         assert!(zero.validate().unwrap_err().is_invalid_config());

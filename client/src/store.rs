@@ -92,7 +92,8 @@ impl RedisStore {
     /// master that owns its key's slot.
     ///
     /// Fails only on an invalid configuration: no URL (nor cluster node), an invalid URL, both a
-    /// URL and cluster nodes, a zero timeout, or no Tokio runtime to run in.
+    /// URL and cluster nodes, a zero timeout, a TLS CA file that cannot be read or holds no
+    /// certificate ([`Config::tls_ca_file`]), or no Tokio runtime to run in.
     pub fn new(config: Config) -> Result<RedisStore, Error> {
         config.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod example;
 pub mod resp;
 pub mod server;
+pub mod tls;
 
 pub use resp::{RawConn, Reply};
 pub use server::Server;
@@ -123,6 +124,27 @@ pub fn ping(port: u16) -> bool {
         Ok(Reply::Error(error)) => error.starts_with(b"NOAUTH"),
         _ => false,
     }
+}
+
+/// Whether a server on the Unix socket `path` answers PING (see [`ping`]).
+pub fn ping_unix(path: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(path) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 64];
+    let mut read = 0;
+    while read < reply.len() && !reply[..read].ends_with(b"\r\n") {
+        match stream.read(&mut reply[read..]) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => read += n,
+        }
+    }
+    reply[..read].starts_with(b"+PONG") || reply[..read].starts_with(b"-NOAUTH")
 }
 
 /// `redis://127.0.0.1:<port>/`, with the password if there is one.

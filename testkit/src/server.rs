@@ -2,7 +2,8 @@
 //! temporary directory of its own; restartable on the same port; killed, and its directory
 //! removed, on `Drop`.
 
-use crate::{free_port, local_url, ping, require_module, server_binary};
+use crate::tls::{lacks_tls, TlsFiles};
+use crate::{free_port, local_url, ping, ping_unix, require_module, server_binary};
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -22,6 +23,7 @@ pub struct Server {
     root: PathBuf,
     module: bool,
     args: Vec<String>,
+    tls: Option<TlsFiles>,
 }
 
 impl Server {
@@ -32,6 +34,31 @@ impl Server {
     /// (`--save ""`, `--appendonly no`, and with `--cluster-enabled`, a `--cluster-config-file`
     /// in the server's directory). A cluster node gets a port whose bus port is free too.
     pub fn start<S: AsRef<str>>(name: &str, module: bool, args: &[S]) -> Server {
+        match Server::start_maybe_tls(name, module, args, false) {
+            Ok(server) => server,
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    /// Like [`Server::start`], a server that serves TLS only: `--port 0`, and `--tls-port` on
+    /// the free port, with a throwaway CA and certificate made for it ([`Server::tls_files`]),
+    /// clients not asked for a certificate. The harness itself reaches it on a Unix socket in
+    /// its directory. Fails, with the reason, when the server binary was built without TLS
+    /// (the test should then skip with a note); panics on any other failure.
+    pub fn start_tls<S: AsRef<str>>(
+        name: &str,
+        module: bool,
+        args: &[S],
+    ) -> Result<Server, String> {
+        Server::start_maybe_tls(name, module, args, true)
+    }
+
+    fn start_maybe_tls<S: AsRef<str>>(
+        name: &str,
+        module: bool,
+        args: &[S],
+        tls: bool,
+    ) -> Result<Server, String> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let root = std::env::temp_dir().join(format!(
             "{name}-{}-{}",
@@ -46,7 +73,11 @@ impl Server {
             root,
             module,
             args: args.iter().map(|a| a.as_ref().to_string()).collect(),
+            tls: None,
         };
+        if tls {
+            server.tls = Some(TlsFiles::generate(&server.root.join("tls")));
+        }
         // A cluster node also listens on its bus port, `port + 10000`: both must be free.
         let cluster_bus = server.has_option("--cluster-enabled");
         // Another process may take the port between our probe and the server's bind: retry.
@@ -56,12 +87,34 @@ impl Server {
             // A node that failed to bind may have written its cluster config for that port.
             let _ = fs::remove_file(server.root.join("nodes.conf"));
             match server.spawn() {
-                Ok(()) => return server,
+                Ok(()) => return Ok(server),
                 Err(error) if error.contains("Address already in use") => last_error = error,
+                Err(error) if tls && lacks_tls(&error) => {
+                    let reason = error
+                        .lines()
+                        .find(|line| lacks_tls(line))
+                        .unwrap_or_default();
+                    return Err(format!("{} has no TLS: {}", server_binary(), reason.trim()));
+                }
                 Err(error) => panic!("{error}"),
             }
         }
         panic!("{last_error}");
+    }
+
+    /// The certificates of a server started with [`Server::start_tls`].
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// `rediss://127.0.0.1:<port>/`, for a server started with [`Server::start_tls`].
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/", self.port)
+    }
+
+    /// The Unix socket of a TLS server, which the harness uses to reach it without TLS.
+    pub fn unix_socket(&self) -> PathBuf {
+        self.root.join("redis.sock")
     }
 
     /// The port on 127.0.0.1.
@@ -131,7 +184,16 @@ impl Server {
     fn spawn(&mut self) -> Result<(), String> {
         let has = |name: &str| self.has_option(name);
         let mut command = Command::new(server_binary());
-        command.arg("--port").arg(self.port.to_string());
+        match &self.tls {
+            None => {
+                command.arg("--port").arg(self.port.to_string());
+            }
+            Some(files) => {
+                command.args(["--port", "0", "--tls-port", &self.port.to_string()]);
+                command.args(files.server_args());
+                command.arg("--unixsocket").arg(self.unix_socket());
+            }
+        }
         command.args(["--bind", "127.0.0.1"]);
         if !has("--save") {
             command.args(["--save", ""]);
@@ -196,7 +258,11 @@ impl Server {
                     self.log()
                 ));
             }
-            if ping(self.port) {
+            let ready = match self.tls {
+                None => ping(self.port),
+                Some(_) => ping_unix(&self.unix_socket()),
+            };
+            if ready {
                 return Ok(());
             }
             if Instant::now() > deadline {

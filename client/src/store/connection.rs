@@ -4,13 +4,18 @@
 //! to the master of its key's slot and follows `MOVED` and `ASK` through resharding and
 //! failovers.
 
-use crate::config::{Config, Target};
+use crate::config::{is_tls_url, Config, Target};
 use crate::error::Error;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{
+    Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates,
+    Value,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use std::sync::{PoisonError, RwLock};
 
 /// How many times the cluster connection retries a command after a redirection, a
@@ -211,7 +216,10 @@ impl Client {
         match config.validate()? {
             Target::Single(url) => {
                 install_tls_provider([url]);
-                let client = redis::Client::open(url)?;
+                let client = match tls_certificates(config)? {
+                    Some(certificates) => redis::Client::build_with_tls(url, certificates)?,
+                    None => redis::Client::open(url)?,
+                };
                 // No retries inside the connection manager: the store's probe decides when to
                 // try again, and a call never waits for more than one connection attempt.
                 let manager_config = ConnectionManagerConfig::new()
@@ -236,6 +244,9 @@ impl Client {
                     .retries(CLUSTER_RETRIES)
                     .min_retry_wait(min_wait)
                     .max_retry_wait(max_wait);
+                if let Some(certificates) = tls_certificates(config)? {
+                    builder = builder.certs(certificates);
+                }
                 // The credentials of the first node that has some apply to every node, so that
                 // they need not be repeated in each URL.
                 if let Some(settings) = infos
@@ -261,13 +272,43 @@ fn unexpected_address(address: &str) -> Error {
     Error::UnexpectedReply(format!("a master's address is not host:port: {address}"))
 }
 
+/// The certificate authorities of [`Config::tls_ca_file`], read now, if one is set: the only
+/// roots a `rediss://` server's certificate may chain to.
+fn tls_certificates(config: &Config) -> Result<Option<TlsCertificates>, Error> {
+    let Some(path) = config.get_tls_ca_file() else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|error| {
+        Error::InvalidConfig(format!(
+            "cannot read the TLS CA file {}: {error}",
+            path.display()
+        ))
+    })?;
+    // rustls would only fail at the first connection: say now what is wrong with the file.
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| {
+            Error::InvalidConfig(format!(
+                "the TLS CA file {} is not PEM: {error}",
+                path.display()
+            ))
+        })?;
+    if certificates.is_empty() {
+        return Err(Error::InvalidConfig(format!(
+            "the TLS CA file {} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
+}
+
 /// rustls needs a process-wide crypto provider for `rediss://`; another one may be installed
 /// already.
 fn install_tls_provider<'a>(urls: impl IntoIterator<Item = &'a str>) {
-    if urls
-        .into_iter()
-        .any(|url| url.starts_with("rediss://") || url.starts_with("valkeys://"))
-    {
+    if urls.into_iter().any(is_tls_url) {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }

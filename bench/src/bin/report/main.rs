@@ -18,7 +18,13 @@
 //! `--requests N` (requests per run at P16, 1,000,000), `--requests-p1 N` (300,000),
 //! `--criterion DIR`, `--callgrind PATH`, `--retries N` (2), `--disturbed SHARE` (0.1 of a core),
 //! `--retry-budget SECONDS` (90), `--cases id,id` (only those lines), `--quick` (one round of
-//! 100,000 and 20,000 requests, for trying the harness out).
+//! 100,000 and 20,000 requests, for trying the harness out), `--sections a,b` (only those of
+//! `throughput`, `memory`, `cluster`; default all; the client's overhead always runs).
+//!
+//! 6. The cluster: Redis Clusters of 1, 2 and 3 masters (no replica, every master pinned to
+//!    the server's core), the same load (`RATELIMIT.CHECK FIXED` from our driver, 50
+//!    connections at P16, keys drawn over the whole keyspace and each sent to its slot's
+//!    master), interleaved over the rounds: the rate, and the masters' CPU time per check.
 
 use ratelimit_bench::cases::{self, Case, Sender, KEYSPACE};
 use ratelimit_bench::driver::{self, Load};
@@ -45,6 +51,13 @@ struct Options {
     disturbed: f64,
     retry_budget: Duration,
     only: Option<Vec<String>>,
+    sections: Vec<String>,
+}
+
+impl Options {
+    fn runs(&self, section: &str) -> bool {
+        self.sections.iter().any(|s| s == section)
+    }
 }
 
 fn options() -> Options {
@@ -63,6 +76,9 @@ fn options() -> Options {
         disturbed: 0.1,
         retry_budget: Duration::from_secs(90),
         only: None,
+        sections: ["throughput", "memory", "cluster"]
+            .map(String::from)
+            .to_vec(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -82,6 +98,9 @@ fn options() -> Options {
             }
             "--cases" => {
                 options.only = Some(value().split(',').map(str::to_string).collect());
+            }
+            "--sections" => {
+                options.sections = value().split(',').map(str::to_string).collect();
             }
             "--quick" => {
                 options.rounds = 1;
@@ -110,7 +129,16 @@ fn main() {
     ));
     let load_before = noise::load_average();
     let throughput = throughput(&options, pinning);
-    let memory = memory(pinning);
+    let memory = if options.runs("memory") {
+        memory(pinning)
+    } else {
+        Vec::new()
+    };
+    let cluster = if options.runs("cluster") {
+        cluster(&options, pinning)
+    } else {
+        Vec::new()
+    };
     let overhead = {
         // Pinned like the throughput runs: this process is on the generator's core now, and a
         // server started without a core would inherit it.
@@ -143,6 +171,7 @@ fn main() {
         retries: options.retries,
         throughput,
         memory,
+        cluster,
         overhead,
         callgrind,
         criterion,
@@ -228,10 +257,11 @@ fn throughput(options: &Options, pinning: Option<Pinning>) -> Throughput {
     let mut lines: Vec<Line> = cases::throughput(&sha)
         .into_iter()
         .filter(|case| {
-            options
-                .only
-                .as_ref()
-                .is_none_or(|only| only.iter().any(|id| id == case.id))
+            options.runs("throughput")
+                && options
+                    .only
+                    .as_ref()
+                    .is_none_or(|only| only.iter().any(|id| id == case.id))
         })
         .map(|case| {
             let missing = case.missing(&mut conn);
@@ -262,6 +292,9 @@ fn throughput(options: &Options, pinning: Option<Pinning>) -> Throughput {
         round_loads.push(noise::load_average());
         let round_started = Instant::now();
         for line in lines.iter_mut().filter(|line| line.missing.is_empty()) {
+            line.case
+                .run_setup(&mut conn)
+                .unwrap_or_else(|c| panic!("{}: the server refused {c}", line.case.label));
             conn.command(&["FLUSHALL", "SYNC"]).expect("FLUSHALL");
             driver::fill(&mut conn, &line.case.fill_template(), 0..KEYSPACE)
                 .unwrap_or_else(|e| panic!("{}: filling its keys: {e}", line.case.label));
@@ -305,6 +338,9 @@ fn throughput(options: &Options, pinning: Option<Pinning>) -> Throughput {
                     line.runs.entry(pipeline).or_default().push(run);
                 }
             }
+            line.case
+                .run_teardown(&mut conn)
+                .unwrap_or_else(|c| panic!("{}: the server refused {c}", line.case.label));
         }
         round_seconds.push(round_started.elapsed().as_secs());
     }
@@ -419,6 +455,65 @@ fn command_micros(conn: &mut resp::Connection, commands: &[String], requests: u6
         micros += usec;
     }
     micros / requests as f64
+}
+
+/// The cluster runs of one number of masters.
+pub struct ClusterLine {
+    /// How many masters.
+    pub masters: usize,
+    /// Requests per run.
+    pub requests: u64,
+    /// Each round's run: checks per second, and the masters' CPU µs per check, summed.
+    pub runs: Vec<(f64, f64)>,
+}
+
+/// The cluster figures: 1, 2 and 3 masters under the same load, interleaved over the rounds.
+fn cluster(options: &Options, pinning: Option<Pinning>) -> Vec<ClusterLine> {
+    let cpu = pinning.map(|p| p.server);
+    let request = cases::Case::cluster_check();
+    let template = request.template();
+    let fill = request.fill_template();
+    let clusters: Vec<_> = [1, 2, 3]
+        .into_iter()
+        .map(|masters| {
+            let cluster = ratelimit_bench::cluster::Cluster::start(masters, cpu);
+            let keys = cluster.split(KEYSPACE);
+            cluster.fill(&fill, &keys);
+            progress(&format!(
+                "cluster of {masters}: keys per master {:?}",
+                keys.iter().map(Vec::len).collect::<Vec<_>>()
+            ));
+            (cluster, keys)
+        })
+        .collect();
+    let mut lines: Vec<ClusterLine> = clusters
+        .iter()
+        .map(|(cluster, _)| ClusterLine {
+            masters: cluster.masters.len(),
+            requests: options.requests,
+            runs: Vec::new(),
+        })
+        .collect();
+    let load = Load {
+        connections: CONNECTIONS,
+        pipeline: 16,
+        requests: options.requests,
+        keyspace: KEYSPACE,
+    };
+    for round in 1..=options.rounds {
+        for ((cluster, keys), line) in clusters.iter().zip(lines.iter_mut()) {
+            let (rate, cpu_us) = cluster.run(&template, keys, load);
+            progress(&format!(
+                "cluster round {round}/{} {} master(s): {rate:>9.0} checks/s, {cpu_us:.2} µs CPU/check",
+                options.rounds, line.masters
+            ));
+            line.runs.push((rate, cpu_us));
+        }
+    }
+    for (cluster, _) in clusters {
+        cluster.stop();
+    }
+    lines
 }
 
 /// One line of the memory table.

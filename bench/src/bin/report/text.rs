@@ -1,7 +1,7 @@
 //! `BENCHMARKS.md`: the machine, the targets, the tables, and the analysis of
 //! `bench/analysis.md`.
 
-use super::{Line, MemoryLine, Run, Throughput, CONNECTIONS};
+use super::{ClusterLine, Line, MemoryLine, Run, Throughput, CONNECTIONS};
 use ratelimit_bench::callgrind;
 use ratelimit_bench::cases::{self, Sender, KEYSPACE};
 use ratelimit_bench::median;
@@ -114,6 +114,7 @@ pub struct Results {
     pub retries: usize,
     pub throughput: Throughput,
     pub memory: Vec<MemoryLine>,
+    pub cluster: Vec<ClusterLine>,
     pub overhead: ratelimit_bench::overhead::Overhead,
     pub callgrind: Result<callgrind::Results, String>,
     pub criterion: Criterion,
@@ -269,6 +270,7 @@ pub fn render(r: &Results) -> String {
     throughput(&mut out, r);
     instructions(&mut out, r);
     memory(&mut out, r);
+    cluster(&mut out, r);
     criterion(&mut out, r);
     let analysis = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis.md");
     match std::fs::read_to_string(&analysis) {
@@ -615,8 +617,15 @@ fn throughput(out: &mut String, r: &Results) {
     }
     let _ = writeln!(
         out,
-        "The Lua fallback has no script for leases yet, so `ACQUIRE` + `RELEASE` has no Lua line. \
-         `EXEC`'s `commandstats` time includes the commands it runs.\n"
+        "`ACQUIRE` + `RELEASE` is one pair per request on a key of its own, so each pair \
+         creates and deletes a sorted set; its Lua line is the client's fallback script doing \
+         the same (`acquire` and `release` through `EVALSHA`). The denied lines spend each key's \
+         only unit in the fill, so every measured `CHECK` is denied and writes nothing; they \
+         run with `CONFIG SET ratelimit.top-keys 0` (the `RATELIMIT.TOP` summary off) and \
+         `128` (its default), and the difference of their CPU µs/req is what the summary costs \
+         per denied `CHECK` when every key is denied equally often (the summary's worst case: \
+         each denial of a key outside it replaces its smallest entry). `EXEC`'s \
+         `commandstats` time includes the commands it runs.\n"
     );
 }
 
@@ -826,6 +835,78 @@ fn memory(out: &mut String, r: &Results) {
             m.bytes.0,
             fixed(m.bytes.1, 1),
             m.encoding
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn cluster(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "## Cluster: 1, 2 and 3 masters\n");
+    if r.cluster.is_empty() {
+        let _ = writeln!(out, "Not measured in this run (`--sections`).\n");
+        return;
+    }
+    let pinned = match r.pinning {
+        Some(p) => format!(
+            "every master pinned to core {}, the driver to core {}",
+            p.server, p.generator
+        ),
+        None => "not pinned".into(),
+    };
+    let _ = writeln!(
+        out,
+        "Redis Clusters of 1, 2 and 3 masters with the module, no replica, persistence off, \
+         {pinned}; the slots split evenly. The same load for each: `RATELIMIT.CHECK KEY {} {}` \
+         from our driver, {CONNECTIONS} connections at P16, the connections dealt to the masters \
+         in turn, each drawing its keys from its master's share of the {} keys (filled first), \
+         so that the keys are drawn uniformly over the keyspace and each goes to the master of \
+         its slot, as a cluster client sends them. {} per cluster size, interleaved; medians.\n\n\
+         - **checks/s**: the driver's rate, and the ratio to one master. On this machine's {} \
+         cores every master shares one core (the driver has the other), so the rate cannot grow \
+         with the masters as it would with a core each: it shows that splitting the load costs \
+         little.\n\
+         - **server CPU µs/check**: the CPU time of every master (`/proc/<pid>/stat`, summed) \
+         per check: what scales. On a machine with a core per master, N masters serve about N \
+         times one master's checks when this figure stays flat.\n",
+        cases::LIMIT,
+        cases::PERIOD,
+        thousands(KEYSPACE as f64),
+        plural(r.rounds, "round"),
+        r.machine.cores,
+    );
+    let _ = writeln!(
+        out,
+        "| masters | requests per run | checks/s | lowest–highest | × one master | server CPU µs/check | × one master |\n\
+         |--:|--:|--:|--:|--:|--:|--:|"
+    );
+    let median_of = |line: &ClusterLine, f: fn(&(f64, f64)) -> f64| {
+        median(&line.runs.iter().map(f).collect::<Vec<_>>())
+    };
+    let one = r.cluster.iter().find(|l| l.masters == 1);
+    for line in &r.cluster {
+        let rate = median_of(line, |x| x.0);
+        let cpu = median_of(line, |x| x.1);
+        let rates: Vec<f64> = line.runs.iter().map(|x| x.0).collect();
+        let low = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = rates.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (rate_ratio, cpu_ratio) = match one {
+            Some(one) => (
+                Some(rate / median_of(one, |x| x.0)),
+                Some(cpu / median_of(one, |x| x.1)),
+            ),
+            None => (None, None),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {}–{} | {} | {} | {} |",
+            line.masters,
+            thousands(line.requests as f64),
+            thousands(rate),
+            thousands(low),
+            thousands(high),
+            fixed(rate_ratio, 2),
+            fixed(Some(cpu), 2),
+            fixed(cpu_ratio, 2),
         );
     }
     let _ = writeln!(out);
