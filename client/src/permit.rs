@@ -87,9 +87,13 @@ pub struct Permit {
     lease: Arc<Lease>,
     runtime: Handle,
     /// Stops the keep-alive task (when dropped), which then releases the permit.
-    keep_alive: Option<(oneshot::Sender<()>, JoinHandle<Result<bool, Error>>)>,
+    keep_alive: Option<KeepAlive>,
     released: bool,
 }
+
+/// The keep-alive task of a permit: its stop signal (dropped to stop it), and the task, which
+/// answers the release.
+type KeepAlive = (oneshot::Sender<()>, JoinHandle<Result<bool, Error>>);
 
 /// What the store needs to renew and release a permit.
 pub(crate) struct Lease {

@@ -1,42 +1,4 @@
-//! [`ConcurrencyLayer`]: at most `limit` requests in flight per route and subject, each holding
-//! a [`crate::Permit`] until its response body is finished or dropped.
-//!
-//! ```
-//! use ratelimit_client::tower::{ClientIp, ConcurrencyLayer, ConcurrencyPolicy};
-//! use ratelimit_client::{Config, RedisStore};
-//! use std::time::Duration;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), ratelimit_client::Error> {
-//! let store = RedisStore::new(Config::new("redis://127.0.0.1:6379"))?;
-//! // At most 3 reports generated at once per client address.
-//! let layer = ConcurrencyLayer::new(store, ClientIp::new()).route(
-//!     "POST /reports",
-//!     ConcurrencyPolicy::new("reports", 3, Duration::from_secs(30))?,
-//! );
-//! // axum: Router::new().route(...).layer(layer)
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! # What it answers
-//! - **Granted**: the request goes to the inner service, holding its slot until the response
-//!   body ends, fails or is dropped (a client that disconnects mid-stream frees it at once).
-//!   The permit is kept alive ([`crate::Permit::keep_alive`]) while the response streams, so a
-//!   request may outlast the lease; the lease only bounds how long a crashed server's slots
-//!   stay taken. The response gets `RateLimit-Policy: "reports";q=3;qu="concurrent-requests"`
-//!   and `RateLimit: "reports";r=2` (the slots left).
-//! - **Denied**: `429 Too Many Requests` (or the status of
-//!   [`ConcurrencyLayer::denial_status`], e.g. 503), with `Retry-After` (seconds until the
-//!   earliest lease ends, rounded up: a slot is free by then, or sooner when a request ends),
-//!   the same `RateLimit-Policy`, `RateLimit: "reports";r=0;t=<Retry-After>`, and a
-//!   `quota-exceeded` problem body.
-//! - **Without a subject**: `400 Bad Request`. **Not decided** (the key holds other data in
-//!   Redis): `500`, logged at `ERROR`. **Unmatched** by every route: passed through.
-//!
-//! While Redis is out, the store's [`crate::FailurePolicy`] decides: `Local` counts the
-//! requests in flight in this process, `Allow` lets every request through, `Deny` answers the
-//! denial until Redis is next tried.
+//! [`ConcurrencyLayer`]: at most `limit` requests in flight per route and subject.
 
 use super::headers::{ceil_seconds, json_string, sf_string, QUOTA_EXCEEDED};
 use super::key::KeyExtractor;
@@ -111,8 +73,45 @@ impl ConcurrencyPolicy {
     }
 }
 
-/// A tower [`Layer`] that limits the requests in flight per route and subject; see the
-/// [module](self).
+/// A tower [`Layer`] that limits the requests in flight per route and subject, each holding a
+/// [`crate::Permit`] until its response body is finished or dropped.
+///
+/// ```
+/// use ratelimit_client::tower::{ClientIp, ConcurrencyLayer, ConcurrencyPolicy};
+/// use ratelimit_client::{Config, RedisStore};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), ratelimit_client::Error> {
+/// let store = RedisStore::new(Config::new("redis://127.0.0.1:6379"))?;
+/// // At most 3 reports generated at once per client address.
+/// let layer = ConcurrencyLayer::new(store, ClientIp::new()).route(
+///     "POST /reports",
+///     ConcurrencyPolicy::new("reports", 3, Duration::from_secs(30))?,
+/// );
+/// // axum: Router::new().route(...).layer(layer)
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # What it answers
+/// - **Granted**: the request goes to the inner service, holding its slot until the response
+///   body ends, fails or is dropped (a client that disconnects mid-stream frees it at once).
+///   The permit is kept alive ([`crate::Permit::keep_alive`]) while the response streams, so a
+///   request may outlast the lease; the lease only bounds how long a crashed server's slots
+///   stay taken. The response gets `RateLimit-Policy: "reports";q=3;qu="concurrent-requests"`
+///   and `RateLimit: "reports";r=2` (the slots left).
+/// - **Denied**: `429 Too Many Requests` (or the status of
+///   [`ConcurrencyLayer::denial_status`], e.g. 503), with `Retry-After` (seconds until the
+///   earliest lease ends, rounded up: a slot is free by then, or sooner when a request ends),
+///   the same `RateLimit-Policy`, `RateLimit: "reports";r=0;t=<Retry-After>`, and a
+///   `quota-exceeded` problem body.
+/// - **Without a subject**: `400 Bad Request`. **Not decided** (the key holds other data in
+///   Redis): `500`, logged at `ERROR`. **Unmatched** by every route: passed through.
+///
+/// While Redis is out, the store's [`crate::FailurePolicy`] decides: `Local` counts the
+/// requests in flight in this process, `Allow` lets every request through, `Deny` answers the
+/// denial until Redis is next tried.
 pub struct ConcurrencyLayer<K> {
     store: RedisStore,
     extractor: Arc<K>,
