@@ -16,6 +16,7 @@ use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -117,6 +118,8 @@ pub struct ConcurrencyLayer<K> {
     extractor: Arc<K>,
     routes: Arc<Vec<(Route, ConcurrencyPolicy)>>,
     denial_status: StatusCode,
+    /// Whether the routes were logged, when the layer was first applied.
+    logged: Arc<AtomicBool>,
 }
 
 impl<K: KeyExtractor> ConcurrencyLayer<K> {
@@ -128,6 +131,7 @@ impl<K: KeyExtractor> ConcurrencyLayer<K> {
             extractor: Arc::new(extractor),
             routes: Arc::new(Vec::new()),
             denial_status: StatusCode::TOO_MANY_REQUESTS,
+            logged: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -163,6 +167,7 @@ impl<K> Clone for ConcurrencyLayer<K> {
             extractor: Arc::clone(&self.extractor),
             routes: Arc::clone(&self.routes),
             denial_status: self.denial_status,
+            logged: Arc::clone(&self.logged),
         }
     }
 }
@@ -180,6 +185,23 @@ impl<S, K> Layer<S> for ConcurrencyLayer<K> {
     type Service = ConcurrencyService<S, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // A router applies the layer to each of its routes: log once.
+        if !self.logged.swap(true, Ordering::AcqRel) {
+            let routes: Vec<String> = self
+                .routes
+                .iter()
+                .map(|(route, policy)| {
+                    format!(
+                        "{}: {} ({} in flight, lease {:?})",
+                        route.text(),
+                        policy.name,
+                        policy.limit,
+                        policy.lease
+                    )
+                })
+                .collect();
+            info!("HTTP concurrency limits: {}", routes.join("; "));
+        }
         ConcurrencyService {
             inner,
             layer: self.clone(),

@@ -195,6 +195,11 @@ impl Route {
         }
     }
 
+    /// The route as written.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
     pub(crate) fn matches(&self, method: &Method, path: &str) -> bool {
         let path_matches = match &self.pattern {
             Pattern::Exact(exact) => path == exact,
