@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `GET /search` | `search`: 5 per 10 s per address, sliding window; and `search-key`: 3 per 10 s per `X-Api-Key`, when the request has one |
 //! | `POST /upload` | `upload`: 2 per minute per address, GCRA with a burst of 2; and `upload-hourly`: 10 per hour per address |
+//! | `GET /report` | a slow endpoint (2 s): `reports`, at most 2 in flight per address (a concurrency limit, `ConcurrencyLayer`); and `other` |
 //! | anything else | `other`: 60 per minute per address |
 //!
 //! Every client is limited by its IP address, and an API key as well: a client that invents a
@@ -26,7 +27,9 @@ use axum::extract::ConnectInfo;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::{get, post};
 use axum::Router;
-use ratelimit_client::tower::{ClientIp, Header, Policy, RateLimitLayer};
+use ratelimit_client::tower::{
+    ClientIp, ConcurrencyLayer, ConcurrencyPolicy, Header, Policy, RateLimitLayer,
+};
 use ratelimit_client::{Config, Error, Limit, RedisStore};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -61,18 +64,29 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(u16, bool), Str
     Ok((port, shadow))
 }
 
+/// The client's address: axum puts the peer address in `ConnectInfo`, served with
+/// `into_make_service_with_connect_info`.
+fn client_ip() -> ClientIp {
+    ClientIp::new().peer_addr(|extensions| {
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip())
+    })
+}
+
+/// The concurrency limit of the slow endpoint: at most 2 reports in flight per address. A
+/// report holds its slot until its response is sent (or the client goes away); the lease of
+/// 30 s only bounds how long the slots of a server that crashed stay taken.
+fn concurrency_limits(store: RedisStore) -> Result<ConcurrencyLayer<ClientIp>, Error> {
+    let reports = ConcurrencyPolicy::new("reports", 2, Duration::from_secs(30))?;
+    Ok(ConcurrencyLayer::new(store, client_ip()).route("GET /report", reports))
+}
+
 /// The rate limiting layer: the routes, their policies, and who each request counts against.
 fn rate_limits(store: RedisStore) -> Result<RateLimitLayer<RedisStore, ClientIp>, Error> {
     let ten_seconds = Duration::from_secs(10);
     let minute = Duration::from_secs(60);
-    // axum puts the peer address in `ConnectInfo`, served with
-    // `into_make_service_with_connect_info`.
-    let client_ip = ClientIp::new().peer_addr(|extensions| {
-        extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip())
-    });
-    Ok(RateLimitLayer::new(store, client_ip)
+    Ok(RateLimitLayer::new(store, client_ip())
         .route(
             "GET /search",
             [
@@ -93,6 +107,15 @@ fn rate_limits(store: RedisStore) -> Result<RateLimitLayer<RedisStore, ClientIp>
 
 async fn search() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
     ([(CONTENT_TYPE, "application/json")], "{\"results\":[]}\n")
+}
+
+/// A slow endpoint: a report that takes 2 s to make.
+async fn report() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (
+        [(CONTENT_TYPE, "application/json")],
+        "{\"report\":\"done\"}\n",
+    )
 }
 
 async fn upload() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
@@ -128,8 +151,10 @@ async fn main() -> ExitCode {
     };
     let redis = config.masked_url().unwrap_or_default();
     let policy = config.get_on_failure();
-    let limits = match RedisStore::new(config).and_then(rate_limits) {
-        Ok(limits) => limits.shadow(shadow),
+    let layers = RedisStore::new(config)
+        .and_then(|store| Ok((rate_limits(store.clone())?, concurrency_limits(store)?)));
+    let (limits, concurrency) = match layers {
+        Ok((limits, concurrency)) => (limits.shadow(shadow), concurrency),
         Err(error) => {
             eprintln!("api: {error}");
             return ExitCode::FAILURE;
@@ -138,6 +163,9 @@ async fn main() -> ExitCode {
     let app = Router::new()
         .route("/search", get(search))
         .route("/upload", post(upload))
+        .route("/report", get(report))
+        // The rate limits first (the outer layer), then the slots in flight.
+        .layer(concurrency)
         .layer(limits);
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(listener) => listener,

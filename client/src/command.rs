@@ -26,6 +26,18 @@ pub(crate) enum Command<'a> {
     Quota { key: &'a str, limit: &'a Limit },
     /// `RATELIMIT.RESET`: deletes the limiter's state.
     Reset { key: &'a str },
+    /// `RATELIMIT.ACQUIRE key limit lease ID id`: takes one of `limit` concurrency slots for
+    /// `lease_ms`, or renews the lease `id` when it is live. The client always names the
+    /// lease (see [`crate::Permit`]), so the reply's ID is `id`: it answers a
+    /// [`Reply::Decision`].
+    Acquire {
+        key: &'a str,
+        limit: u64,
+        lease_ms: u64,
+        id: &'a str,
+    },
+    /// `RATELIMIT.RELEASE key id`: frees the lease `id`.
+    Release { key: &'a str, id: &'a str },
 }
 
 impl Command<'_> {
@@ -33,6 +45,7 @@ impl Command<'_> {
     pub(crate) fn key(&self) -> &str {
         match self {
             Command::Check { key, .. } | Command::Quota { key, .. } | Command::Reset { key } => key,
+            Command::Acquire { key, .. } | Command::Release { key, .. } => key,
         }
     }
 
@@ -41,6 +54,8 @@ impl Command<'_> {
         match self {
             Command::Check { limit, .. } | Command::Quota { limit, .. } => Some(limit),
             Command::Reset { .. } => None,
+            // A concurrency limit is no rate [`Limit`]: the fallback answers leases apart.
+            Command::Acquire { .. } | Command::Release { .. } => None,
         }
     }
 }
@@ -52,6 +67,8 @@ pub(crate) enum Reply {
     Decision(Decision),
     /// `RATELIMIT.RESET`: whether there was a state.
     Reset(bool),
+    /// `RATELIMIT.RELEASE`: whether a live lease was released.
+    Released(bool),
 }
 
 impl Reply {
@@ -67,6 +84,16 @@ impl Reply {
     pub(crate) fn reset(self) -> Result<bool, Error> {
         match self {
             Reply::Reset(deleted) => Ok(deleted),
+            other => Err(mismatch(other)),
+        }
+    }
+}
+
+impl Reply {
+    /// The answer of a `Release`.
+    pub(crate) fn released(self) -> Result<bool, Error> {
+        match self {
+            Reply::Released(released) => Ok(released),
             other => Err(mismatch(other)),
         }
     }

@@ -23,6 +23,7 @@ mod limit;
 mod local;
 pub mod mask;
 mod module;
+mod permit;
 mod script;
 mod store;
 #[cfg(feature = "tower")]
@@ -36,6 +37,7 @@ pub use error::Error;
 pub use key::Key;
 pub use limit::{parse_period, Limit};
 pub use local::LocalLimiter;
+pub use permit::{Acquire, Denial, Permit};
 pub use ratelimit_core::Algorithm;
 pub use script::LUA_SCRIPT;
 pub use store::RedisStore;

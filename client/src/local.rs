@@ -34,6 +34,8 @@
 //!   headroom over the keys expected to be active at once. Evicting a key forgets what it
 //!   spent: the cap is a memory guard against floods of distinct keys, not a cache.
 
+mod lease;
+
 use crate::command::{Command, Reply};
 use crate::decision::{Backend, Decision};
 use crate::error::Error;
@@ -63,6 +65,8 @@ pub struct LocalLimiter {
     /// foldhash's quality variant: the shard is picked by high bits of the hash.
     hasher: RandomState,
     clock: Clock,
+    /// The concurrency leases (`RATELIMIT.ACQUIRE` and `RELEASE`), apart from the rate limits.
+    leases: lease::LeaseTable,
 }
 
 /// The clock of [`LocalLimiter::check`]: the wall clock, read once when the limiter is made,
@@ -148,6 +152,7 @@ impl LocalLimiter {
             shards,
             hasher: RandomState::default(),
             clock: Clock::new(),
+            leases: lease::LeaseTable::new(max_entries),
         }
     }
 
@@ -196,6 +201,37 @@ impl LocalLimiter {
         self.reset_at_us(key, micros_since_epoch(now))
     }
 
+    /// `RATELIMIT.ACQUIRE key limit lease ID id` at the instant `now`, as
+    /// [`LocalLimiter::check_at`] takes it: takes one of `limit` concurrency slots on `key` for
+    /// `lease` (rounded up to the millisecond), or renews the lease `id` when it is live. The
+    /// decision is the module's: admitted, or retry when the earliest lease ends. For tests and
+    /// simulations that drive the time; [`crate::RedisStore::acquire`] is the API for code
+    /// that holds slots. Leases are kept apart from the rate limits, and count towards
+    /// `max_entries` on their own.
+    ///
+    /// Fails when `limit` is not from 1 to 10^6, `lease` not from 1 ms to 3650 days, or `id`
+    /// empty or longer than 128 bytes ([`Error::is_invalid_limit`], [`Error::InvalidArgument`]).
+    pub fn acquire_at(
+        &self,
+        key: &str,
+        limit: u64,
+        lease: std::time::Duration,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<Decision, Error> {
+        let (limit, lease_ms) = crate::permit::valid_concurrency(limit, lease)?;
+        crate::permit::valid_id(id)?;
+        let decision = self
+            .leases
+            .acquire(key, limit, lease_ms, id, micros_since_epoch(now));
+        Ok(Decision::from_core(decision, Backend::Local))
+    }
+
+    /// `RATELIMIT.RELEASE key id` at the instant `now`: answers whether `id` was a live lease.
+    pub fn release_at(&self, key: &str, id: &str, now: SystemTime) -> bool {
+        self.leases.release(key, id, micros_since_epoch(now))
+    }
+
     /// Answers `command` as the module would, on this process's state: the failure policy
     /// `Local`. The command's arguments are valid (the store checks them).
     pub(crate) fn run(&self, command: &Command<'_>) -> Result<Reply, Error> {
@@ -216,6 +252,18 @@ impl LocalLimiter {
                 )?
             }
             Command::Reset { key } => return Ok(Reply::Reset(self.reset(key))),
+            Command::Acquire {
+                key,
+                limit,
+                lease_ms,
+                id,
+            } => self
+                .leases
+                .acquire(key, limit, lease_ms, id, self.clock.now_us()),
+            Command::Release { key, id } => {
+                let released = self.leases.release(key, id, self.clock.now_us());
+                return Ok(Reply::Released(released));
+            }
         };
         Ok(Reply::Decision(decision))
     }

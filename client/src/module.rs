@@ -53,7 +53,60 @@ pub(crate) async fn run<C: ConnectionLike + Send>(
                 .await?;
             Ok(Reply::Reset(deleted == 1))
         }
+        Command::Acquire {
+            key,
+            limit,
+            lease_ms,
+            id,
+        } => {
+            let reply: Vec<Value> = redis::cmd("RATELIMIT.ACQUIRE")
+                .arg(key)
+                .arg(limit)
+                .arg(format!("{lease_ms}ms"))
+                .arg("ID")
+                .arg(id)
+                .query_async(conn)
+                .await?;
+            Ok(Reply::Decision(acquired_from_reply(&reply)?))
+        }
+        Command::Release { key, id } => {
+            let released: i64 = redis::cmd("RATELIMIT.RELEASE")
+                .arg(key)
+                .arg(id)
+                .query_async(conn)
+                .await?;
+            Ok(Reply::Released(released == 1))
+        }
     }
+}
+
+/// Reads the reply of `RATELIMIT.ACQUIRE` (and the script's `acquire`): the five integers of a
+/// decision, then the lease ID or nil. The ID is the one the client sent, so only the five
+/// integers are kept; a grant without an ID, or a denial with one, is an unexpected reply.
+pub(crate) fn acquired_from_reply(reply: &[Value]) -> RedisResult<Decision> {
+    let unexpected = || {
+        RedisError::from((
+            ErrorKind::UnexpectedReturnType,
+            "ACQUIRE replied something else than five integers and a lease ID",
+            format!("{reply:?}"),
+        ))
+    };
+    let [numbers @ .., id] = reply else {
+        return Err(unexpected());
+    };
+    let numbers: Vec<i64> = numbers
+        .iter()
+        .map(|value| match value {
+            Value::Int(n) => Ok(*n),
+            _ => Err(unexpected()),
+        })
+        .collect::<RedisResult<_>>()?;
+    let decision = decision_from_reply(&numbers)?;
+    let has_id = matches!(id, Value::BulkString(_) | Value::SimpleString(_));
+    if has_id != decision.allowed || !(has_id || *id == Value::Nil) {
+        return Err(unexpected());
+    }
+    Ok(decision)
 }
 
 async fn decide<C: ConnectionLike + Send>(conn: &mut C, command: Cmd) -> RedisResult<Reply> {
@@ -132,6 +185,30 @@ mod tests {
         ] {
             assert!(decision_from_reply(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn reads_an_acquire() {
+        let granted = [
+            Value::Int(1),
+            Value::Int(3),
+            Value::Int(2),
+            Value::Int(500),
+            Value::Int(0),
+            Value::BulkString(b"id".to_vec()),
+        ];
+        let decision = acquired_from_reply(&granted).unwrap();
+        assert_eq!((decision.allowed, decision.remaining), (true, 2));
+        let mut denied = granted.clone();
+        denied[0] = Value::Int(0);
+        denied[4] = Value::Int(120);
+        assert!(acquired_from_reply(&denied).is_err(), "a denial has no ID");
+        denied[5] = Value::Nil;
+        assert_eq!(acquired_from_reply(&denied).unwrap().retry_after_ms, 120);
+        let mut no_id = granted.clone();
+        no_id[5] = Value::Nil;
+        assert!(acquired_from_reply(&no_id).is_err());
+        assert!(acquired_from_reply(&granted[..5]).is_err());
     }
 
     #[test]

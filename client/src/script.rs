@@ -1,4 +1,4 @@
-//! The Lua fallback: `RATELIMIT.CHECK`, `QUOTA` and `RESET` as scripts, for servers without the
+//! The Lua fallback: `RATELIMIT.CHECK`, `QUOTA`, `RESET`, `ACQUIRE` and `RELEASE` as scripts, for servers without the
 //! module.
 //!
 //! The scripts honour exactly the module's contract: the same decisions (bit-identical to
@@ -16,10 +16,10 @@
 //! the module reads it there, so that the module and the script see the same instants.
 
 use crate::command::{Command, Reply};
-use crate::module::decision_from_reply;
+use crate::module::{acquired_from_reply, decision_from_reply};
 use ratelimit_core::{Algorithm, Limit};
 use redis::aio::ConnectionLike;
-use redis::{RedisResult, Script};
+use redis::{RedisResult, Script, Value};
 
 /// The Lua fallback, `client/lua/ratelimit.lua`: the `RATELIMIT.*` commands as one script for
 /// servers without the module, with the module's decisions, replies, errors and storage
@@ -66,6 +66,14 @@ impl ScriptBackend {
                 let deleted: i64 = invocation.invoke_async(conn).await?;
                 Ok(Reply::Reset(deleted == 1))
             }
+            Command::Acquire { .. } => {
+                let reply: Vec<Value> = invocation.invoke_async(conn).await?;
+                Ok(Reply::Decision(acquired_from_reply(&reply)?))
+            }
+            Command::Release { .. } => {
+                let released: i64 = invocation.invoke_async(conn).await?;
+                Ok(Reply::Released(released == 1))
+            }
         }
     }
 }
@@ -98,6 +106,18 @@ fn arguments(command: &Command<'_>) -> Vec<String> {
         // The request QUOTA answers for: one unit, as the module's QUOTA without COST.
         Command::Quota { limit, .. } => decide("quota", limit, 1, true),
         Command::Reset { .. } => vec!["reset".to_string()],
+        Command::Acquire {
+            limit,
+            lease_ms,
+            id,
+            ..
+        } => vec![
+            "acquire".to_string(),
+            limit.to_string(),
+            lease_ms.to_string(),
+            id.to_string(),
+        ],
+        Command::Release { id, .. } => vec!["release".to_string(), id.to_string()],
     }
 }
 
@@ -152,5 +172,14 @@ mod tests {
             ["quota", "FIXED", "10", "60000", "0", "1", "1"]
         );
         assert_eq!(arguments(&Command::Reset { key: "k" }), ["reset"]);
+        let acquire = Command::Acquire {
+            key: "k",
+            limit: 3,
+            lease_ms: 30_000,
+            id: "a1",
+        };
+        assert_eq!(arguments(&acquire), ["acquire", "3", "30000", "a1"]);
+        let release = Command::Release { key: "k", id: "a1" };
+        assert_eq!(arguments(&release), ["release", "a1"]);
     }
 }

@@ -28,6 +28,7 @@
 mod compat;
 mod connection;
 mod fallback;
+mod lease;
 mod recovery;
 mod selector;
 

@@ -141,6 +141,9 @@ impl Fallback {
     /// algorithm's state for the key.
     pub(crate) fn answer(&self, command: &Command<'_>) -> Result<(Reply, Backend), Error> {
         self.answered.fetch_add(1, Ordering::Relaxed);
+        if let Some(answer) = self.answer_lease(command) {
+            return answer;
+        }
         let Some(limit) = command.limit() else {
             return Err(Error::CircuitOpen);
         };
@@ -174,6 +177,57 @@ impl Fallback {
             }
         };
         Ok((reply, backend))
+    }
+
+    /// The failure policy's answer to an acquire or a release of a lease; `None` for the other
+    /// commands. `Local` counts the leases in process; `Allow` grants without counting (the
+    /// permit holds nothing); `Deny` refuses until Redis is next probed.
+    fn answer_lease(&self, command: &Command<'_>) -> Option<Result<(Reply, Backend), Error>> {
+        let limit = match *command {
+            Command::Acquire { limit, .. } => limit,
+            Command::Release { .. } => {
+                return Some(match self.policy {
+                    FailurePolicy::Local => self
+                        .release_local(command)
+                        .map(|released| (Reply::Released(released), Backend::Local)),
+                    FailurePolicy::Allow => Ok((Reply::Released(false), Backend::Allow)),
+                    FailurePolicy::Deny => Ok((Reply::Released(false), Backend::Deny)),
+                });
+            }
+            _ => return None,
+        };
+        let answer = match self.policy {
+            FailurePolicy::Local => self.local().run(command).map(|r| (r, Backend::Local)),
+            FailurePolicy::Allow => Ok((
+                Reply::Decision(ratelimit_core::Decision {
+                    allowed: true,
+                    limit,
+                    remaining: limit,
+                    reset_after_ms: 0,
+                    retry_after_ms: 0,
+                }),
+                Backend::Allow,
+            )),
+            FailurePolicy::Deny => {
+                let wait_ms = ceil_ms(self.until_next_probe()).max(1);
+                Ok((
+                    Reply::Decision(ratelimit_core::Decision {
+                        allowed: false,
+                        limit,
+                        remaining: 0,
+                        reset_after_ms: wait_ms,
+                        retry_after_ms: i64::try_from(wait_ms).unwrap_or(i64::MAX),
+                    }),
+                    Backend::Deny,
+                ))
+            }
+        };
+        Some(answer)
+    }
+
+    /// A release of a lease that this process's limiter holds: whether it was live.
+    pub(crate) fn release_local(&self, command: &Command<'_>) -> Result<bool, Error> {
+        self.local().run(command)?.released()
     }
 
     /// Deletes `key`'s state in the in-process limiter; answers whether it had one.

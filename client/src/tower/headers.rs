@@ -171,7 +171,7 @@ pub(crate) fn limit_field<'a>(limits: impl Iterator<Item = (&'a str, u64, Option
 }
 
 /// A structured-field String: quoted, with `"` and `\` escaped. The text is printable ASCII.
-fn sf_string(text: &str) -> String {
+pub(crate) fn sf_string(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);
     quoted.push('"');
     for ch in text.chars() {
@@ -216,7 +216,7 @@ fn policy_names(names: &[&str]) -> String {
 }
 
 /// A JSON string literal.
-fn json_string(text: &str) -> String {
+pub(crate) fn json_string(text: &str) -> String {
     let mut json = String::with_capacity(text.len() + 2);
     json.push('"');
     for ch in text.chars() {

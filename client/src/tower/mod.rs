@@ -1,4 +1,5 @@
-//! HTTP rate limiting as a tower middleware (feature `tower`): [`RateLimitLayer`].
+//! HTTP rate limiting as a tower middleware (feature `tower`): [`RateLimitLayer`]; and
+//! [`ConcurrencyLayer`] for the requests in flight at once.
 //!
 //! Each route has its limits, as named [`Policy`]s; a [`KeyExtractor`] names the subject each
 //! request counts against (the client's IP, a user); a [`Limiter`] decides, usually a
@@ -77,6 +78,7 @@
 //! every policy full), `Deny` answers 429 with `Retry-After` set to when Redis is next tried.
 
 mod body;
+mod concurrency;
 mod headers;
 mod key;
 mod layer;
@@ -85,6 +87,9 @@ mod route;
 mod service;
 
 pub use body::ResponseBody;
+pub use concurrency::{
+    ConcurrencyFuture, ConcurrencyLayer, ConcurrencyPolicy, ConcurrencyService, PermitBody,
+};
 pub use headers::{
     PROBLEM_JSON, QUOTA_EXCEEDED, RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT,
     X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, X_RATELIMIT_SHADOW,

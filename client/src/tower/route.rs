@@ -144,7 +144,7 @@ impl fmt::Display for Policy {
 /// A route: the methods it applies to (all when none are named) and a path pattern, exact or a
 /// prefix when it ends with `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Route {
+pub(crate) struct Route {
     methods: Vec<Method>,
     pattern: Pattern,
     /// As written, for logs.
@@ -159,7 +159,7 @@ enum Pattern {
 
 impl Route {
     /// Parses `[METHOD[,METHOD...] ]/path[*]`; see [`super::RateLimitLayer::route`].
-    fn parse(route: &str) -> Route {
+    pub(crate) fn parse(route: &str) -> Route {
         let route = route.trim();
         let (methods, path) = match route.split_once(' ') {
             Some((methods, path)) if !methods.starts_with('/') => (methods, path.trim()),
@@ -195,7 +195,12 @@ impl Route {
         }
     }
 
-    fn matches(&self, method: &Method, path: &str) -> bool {
+    /// The route as written.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub(crate) fn matches(&self, method: &Method, path: &str) -> bool {
         let path_matches = match &self.pattern {
             Pattern::Exact(exact) => path == exact,
             Pattern::Prefix(prefix) => path.starts_with(prefix.as_str()),

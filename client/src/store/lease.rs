@@ -1,0 +1,79 @@
+//! The store's concurrency limits: [`RedisStore::acquire`], and the renewals and releases of
+//! its [`Permit`]s (`RATELIMIT.ACQUIRE` and `RATELIMIT.RELEASE`).
+
+use super::RedisStore;
+use crate::command::Command;
+use crate::decision::Backend;
+use crate::error::Error;
+use crate::key::Key;
+use crate::permit::{valid_concurrency, Acquire, Lease};
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl RedisStore {
+    /// Takes one of `limit` concurrency slots on `key` (under the prefix) for `lease`: "at
+    /// most 5 reports running per user". Answers a [`crate::Permit`] that holds the slot until
+    /// it is released or dropped, or until its lease ends unless it is renewed, so that a
+    /// holder that crashes frees its slot after `lease`; or a [`crate::Denial`] with when to
+    /// retry. See [`crate::Permit`] for renewals and for what the failure policy does while
+    /// Redis is out.
+    ///
+    /// The slots are a sorted set in Redis (`ZRANGE key 0 -1 WITHSCORES` lists the leases),
+    /// so the key must not hold a rate limit. Fails when `limit` is not from 1 to 10^6 or
+    /// `lease` not from 1 ms to 3650 days ([`Error::is_invalid_limit`]), and when the key holds
+    /// other data ([`Error::is_wrong_type`]). Needs a Tokio runtime, on which the permit's
+    /// release is spawned when it is dropped.
+    pub async fn acquire<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        limit: u64,
+        lease: Duration,
+    ) -> Result<Acquire, Error> {
+        let (limit, lease_ms) = valid_concurrency(limit, lease)?;
+        let key = key.into();
+        let lease = Lease::new(
+            self.clone(),
+            key.masked(""),
+            self.redis_key(key),
+            limit,
+            lease_ms,
+        );
+        let sent = Instant::now();
+        let (decision, backend) = self.acquire_lease(&lease).await?;
+        Ok(Acquire::from_reply(lease, sent, decision, backend))
+    }
+
+    /// `RATELIMIT.ACQUIRE` with the permit's ID: a grant, or a renewal of a live lease.
+    pub(crate) async fn acquire_lease(
+        &self,
+        lease: &Lease,
+    ) -> Result<(ratelimit_core::Decision, Backend), Error> {
+        let command = Command::Acquire {
+            key: &lease.redis_key,
+            limit: lease.limit,
+            lease_ms: lease.lease_ms,
+            id: &lease.id,
+        };
+        let key = Key::from(lease.redis_key.as_str());
+        let (reply, backend) = self.answer(&command, key).await?;
+        Ok((reply.decision()?, backend))
+    }
+
+    /// `RATELIMIT.RELEASE` where the permit was last granted: in Redis (or, during an outage,
+    /// by the failure policy), in this process for [`Backend::Local`], and nowhere for a
+    /// permit that holds nothing.
+    pub(crate) async fn release_lease(&self, lease: &Lease) -> Result<bool, Error> {
+        let command = Command::Release {
+            key: &lease.redis_key,
+            id: &lease.id,
+        };
+        match lease.backend() {
+            Backend::Module | Backend::Script => {
+                let key = Key::from(lease.redis_key.as_str());
+                self.answer(&command, key).await?.0.released()
+            }
+            Backend::Local => self.fallback.release_local(&command),
+            Backend::Allow | Backend::Deny => Ok(false),
+        }
+    }
+}
