@@ -23,6 +23,8 @@ mod limit;
 mod local;
 pub mod mask;
 mod module;
+mod multi;
+mod reservation;
 mod script;
 mod store;
 #[cfg(feature = "tower")]
@@ -36,6 +38,8 @@ pub use error::Error;
 pub use key::Key;
 pub use limit::{parse_period, Limit};
 pub use local::LocalLimiter;
+pub use multi::{AllDecision, Hold, LimitCheck, MAX_POLICIES};
 pub use ratelimit_core::Algorithm;
+pub use reservation::{Reservation, Reserved, Settlement};
 pub use script::LUA_SCRIPT;
 pub use store::RedisStore;
