@@ -123,6 +123,28 @@ impl AllDecision {
         })
     }
 
+    /// Combines decisions taken one policy at a time (by a limiter that has no
+    /// `RATELIMIT.MCHECK`). Their windows are unknown: a hold of FIXED or SLIDING units then
+    /// gets nothing back when it is settled (it errs on the side of counting).
+    pub(crate) fn from_decisions(decisions: Vec<Decision>) -> AllDecision {
+        let denied = decisions.iter().filter(|d| !d.is_admitted());
+        let outcome = if denied.clone().any(|d| d.outcome == Outcome::CannotFit) {
+            Outcome::CannotFit
+        } else {
+            denied
+                .map(|d| d.outcome)
+                .max_by_key(|o| o.retry_after())
+                .unwrap_or(Outcome::Admitted)
+        };
+        AllDecision {
+            outcome,
+            backend: decisions.first().map_or(Backend::Local, |d| d.backend),
+            enforced: decisions.iter().all(|d| d.enforced),
+            windows: vec![u64::MAX; decisions.len()],
+            decisions,
+        }
+    }
+
     /// Builds the answer from the contract's reply, every decision by `backend`.
     pub(crate) fn from_reply(reply: crate::command::MultiReply, backend: Backend) -> AllDecision {
         let (decisions, windows) = reply

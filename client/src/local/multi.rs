@@ -2,11 +2,14 @@
 //! `RATELIMIT.REFUND`.
 
 use super::{lock, Entry, Key, LocalLimiter, Shard};
-use crate::command::{Charge, MultiReply, Spend};
-use crate::decision::Backend;
+use crate::command::{Charge, Command, MultiReply, Spend};
+use crate::decision::{Backend, Quota};
 use crate::error::Error;
-use crate::multi::{valid_checks, AllDecision, LimitCheck};
-use ratelimit_core::{decide_all, refund, Change, Policy, State, WrongAlgorithm};
+use crate::limit::Limit;
+use crate::local::valid_cost;
+use crate::multi::{valid_checks, AllDecision, Hold, LimitCheck};
+use crate::reservation::Settlement;
+use ratelimit_core::{decide_all, refund, Algorithm, Change, Policy, State, WrongAlgorithm};
 use std::hash::BuildHasher;
 use std::sync::MutexGuard;
 
@@ -30,6 +33,47 @@ impl LocalLimiter {
             .collect();
         let reply = self.multi_check(&charges, Spend::Decided, None)?;
         Ok(AllDecision::from_reply(reply, Backend::Local))
+    }
+
+    /// Settles `hold`, spent on `key` (no prefix) under `limit` by
+    /// [`LocalLimiter::check_all`], at its real cost `actual`: below the hold, the difference
+    /// goes back to the window it was spent in; above, the excess is charged, into debt if need
+    /// be. A hold that another limiter counted settles with nothing. Fails when `actual` is
+    /// above 10^15, or the key holds another algorithm's state.
+    pub fn settle(
+        &self,
+        key: &str,
+        limit: &Limit,
+        hold: Hold,
+        actual: u64,
+    ) -> Result<Settlement, Error> {
+        valid_cost(actual)?;
+        let mut settlement = Settlement {
+            refunded: 0,
+            charged: 0,
+            quota: None,
+        };
+        if hold.backend != Backend::Local || actual == hold.units {
+            return Ok(settlement);
+        }
+        let standing = if actual < hold.units {
+            let window = (limit.algorithm() != Algorithm::Gcra).then_some(hold.window);
+            let (refunded, standing) =
+                self.refund_at(key, limit.core(), hold.units - actual, window, None)?;
+            settlement.refunded = refunded;
+            standing
+        } else {
+            settlement.charged = actual - hold.units;
+            let command = Command::Charge {
+                key,
+                limit: limit.core(),
+                cost: settlement.charged,
+                force: true,
+            };
+            self.run(&command)?.charged()?.0
+        };
+        settlement.quota = Some(Quota::from_core(standing, Backend::Local));
+        Ok(settlement)
     }
 
     /// `RATELIMIT.MCHECK` on this process's state, at `now_us` or by the limiter's clock. The

@@ -83,6 +83,7 @@ mod layer;
 mod limiter;
 mod route;
 mod service;
+mod usage;
 
 pub use body::ResponseBody;
 pub use headers::{
@@ -94,3 +95,4 @@ pub use layer::RateLimitLayer;
 pub use limiter::Limiter;
 pub use route::Policy;
 pub use service::{RateLimitService, ResponseFuture};
+pub use usage::Usage;
