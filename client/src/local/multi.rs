@@ -1,7 +1,7 @@
 //! The in-process limiter's `RATELIMIT.MCHECK` (atomic across its keys) and
 //! `RATELIMIT.REFUND`.
 
-use super::{lock, Entry, Key, LocalLimiter, Shard};
+use super::{lock, micros_since_epoch, Entry, Key, LocalLimiter, Shard};
 use crate::command::{Charge, Command, MultiReply, Spend};
 use crate::decision::{Backend, Quota};
 use crate::error::Error;
@@ -12,6 +12,7 @@ use crate::reservation::Settlement;
 use ratelimit_core::{decide_all, refund, Algorithm, Change, Policy, State, WrongAlgorithm};
 use std::hash::BuildHasher;
 use std::sync::MutexGuard;
+use std::time::SystemTime;
 
 impl LocalLimiter {
     /// Decides one request against several policies at once, all or nothing, as
@@ -21,6 +22,24 @@ impl LocalLimiter {
     /// Fails when there are no checks or more than 16, a key is given twice, a cost is above
     /// 10^15, or a key's live state belongs to another algorithm; nothing changes then.
     pub fn check_all(&self, checks: &[LimitCheck<'_>]) -> Result<AllDecision, Error> {
+        self.check_all_now(checks, None)
+    }
+
+    /// [`LocalLimiter::check_all`] at the instant `now` instead of the limiter's clock, as
+    /// [`LocalLimiter::check_at`] takes it: for tests and simulations.
+    pub fn check_all_at(
+        &self,
+        checks: &[LimitCheck<'_>],
+        now: SystemTime,
+    ) -> Result<AllDecision, Error> {
+        self.check_all_now(checks, Some(micros_since_epoch(now)))
+    }
+
+    fn check_all_now(
+        &self,
+        checks: &[LimitCheck<'_>],
+        now_us: Option<u64>,
+    ) -> Result<AllDecision, Error> {
         let keys = valid_checks(checks, "")?;
         let charges: Vec<Charge<'_>> = checks
             .iter()
@@ -31,7 +50,7 @@ impl LocalLimiter {
                 cost: check.cost,
             })
             .collect();
-        let reply = self.multi_check(&charges, Spend::Decided, None)?;
+        let reply = self.multi_check(&charges, Spend::Decided, now_us)?;
         Ok(AllDecision::from_reply(reply, Backend::Local))
     }
 
