@@ -294,7 +294,7 @@ async fn reserve_and_settle_scenario(module: bool) {
     let seed = Rng::new().below(u64::MAX);
     let mut tasks = Vec::new();
     for task in 0..20u64 {
-        let (store, limit) = (store.clone(), limit.clone());
+        let store = store.clone();
         let (used, forced) = (Arc::clone(&used), Arc::clone(&forced));
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(seed ^ (task + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));

@@ -118,7 +118,7 @@ impl RedisStore {
             self.clone(),
             redis_key,
             key.masked(&self.config.prefix),
-            limit.clone(),
+            *limit,
             hold,
             decision,
         )))
