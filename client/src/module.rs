@@ -290,4 +290,75 @@ mod tests {
         let packed = limit_command("RATELIMIT.CHECK", "k", &fixed).get_packed_command();
         assert!(!String::from_utf8(packed).unwrap().contains("BURST"));
     }
+
+    #[test]
+    fn reads_the_replies_of_mcheck_refund_and_withwindow() {
+        let policy = |allowed: i64, remaining: i64, window: i64| {
+            Value::Array(
+                [allowed, 5, remaining, 1000, 0, window]
+                    .into_iter()
+                    .map(Value::Int)
+                    .collect(),
+            )
+        };
+        let reply = Value::Array(vec![
+            Value::Int(0),
+            Value::Int(250),
+            policy(1, 4, 1_796_216_409_123),
+            policy(0, 0, 7),
+        ]);
+        let multi = multi_from_reply(reply).unwrap();
+        assert_eq!((multi.allowed, multi.retry_after_ms), (false, 250));
+        assert_eq!(multi.decisions[0].1, 1_796_216_409_123);
+        assert_eq!(
+            (multi.decisions[1].0.remaining, multi.decisions[1].1),
+            (0, 7)
+        );
+        for bad in [
+            Value::Array(vec![Value::Int(1), Value::Int(0)]),
+            Value::Array(vec![Value::Int(2), Value::Int(0), policy(1, 4, 0)]),
+            Value::Array(vec![Value::Int(1), Value::Int(0), Value::Int(3)]),
+            Value::Int(1),
+        ] {
+            assert!(multi_from_reply(bad.clone()).is_err(), "{bad:?}");
+        }
+        let (refunded, standing) = refund_from_reply(&[2800, 90000, 88800, 57311, 0]).unwrap();
+        assert_eq!(
+            (refunded, standing.allowed, standing.remaining),
+            (2800, true, 88800)
+        );
+        assert!(refund_from_reply(&[-1, 1, 1, 0, 0]).is_err());
+        let (decision, window) = windowed_from_reply(&[1, 3, 2, 10, 0, 42]).unwrap();
+        assert_eq!((decision.remaining, window), (2, 42));
+        assert!(windowed_from_reply(&[1, 3, 2, 10, 0]).is_err());
+    }
+
+    #[test]
+    fn builds_mcheck() {
+        let gcra = Limit::new(Algorithm::Gcra, 10, 1000, Some(3)).unwrap();
+        let fixed = Limit::new(Algorithm::Fixed, 5, 60_000, None).unwrap();
+        let charges = [
+            Charge {
+                key: "a",
+                limit: &gcra,
+                cost: 1,
+            },
+            Charge {
+                key: "b",
+                limit: &fixed,
+                cost: 4,
+            },
+        ];
+        let packed = multi_command(&charges, Spend::Force).get_packed_command();
+        let text = String::from_utf8(packed).unwrap();
+        let args: Vec<&str> = text
+            .split("\r\n")
+            .filter(|s| !s.starts_with(['*', '$']) && !s.is_empty())
+            .collect();
+        assert_eq!(
+            args.join(" "),
+            "RATELIMIT.MCHECK 2 a b LIMIT 10 1000ms ALGORITHM GCRA BURST 3 COST 1 \
+             LIMIT 5 60000ms ALGORITHM FIXED COST 4 FORCE WITHWINDOW"
+        );
+    }
 }

@@ -206,4 +206,59 @@ mod tests {
         );
         assert_eq!(arguments(&Command::Reset { key: "k" }), ["reset"]);
     }
+
+    #[test]
+    fn passes_the_budget_arguments() {
+        use crate::command::{Charge, Spend};
+        let gcra = Limit::new(Algorithm::Gcra, 10, 1000, Some(3)).unwrap();
+        let fixed = Limit::new(Algorithm::Fixed, 5, 60_000, None).unwrap();
+        let charges = [
+            Charge {
+                key: "a",
+                limit: &gcra,
+                cost: 1,
+            },
+            Charge {
+                key: "b",
+                limit: &fixed,
+                cost: 4,
+            },
+        ];
+        let mcheck = Command::MultiCheck {
+            charges: &charges,
+            spend: Spend::DryRun,
+        };
+        assert_eq!(
+            arguments(&mcheck),
+            ["mcheck", "5", "GCRA", "10", "1000", "3", "1", "FIXED", "5", "60000", "0", "4"]
+        );
+        assert_eq!(mcheck.keys(), ["a", "b"]);
+        let charge = Command::Charge {
+            key: "k",
+            limit: &fixed,
+            cost: 7,
+            force: true,
+        };
+        assert_eq!(
+            arguments(&charge),
+            ["check", "FIXED", "5", "60000", "0", "7", "6"]
+        );
+        let refund = Command::Refund {
+            key: "k",
+            limit: &fixed,
+            units: 3,
+            window: Some(99),
+        };
+        assert_eq!(
+            arguments(&refund),
+            ["refund", "FIXED", "5", "60000", "0", "3", "99"]
+        );
+        let current = Command::Refund {
+            key: "k",
+            limit: &fixed,
+            units: 3,
+            window: None,
+        };
+        assert_eq!(arguments(&current)[6], "");
+    }
 }
