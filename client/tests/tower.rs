@@ -1174,3 +1174,50 @@ async fn a_metered_policy_is_settled_at_the_reported_usage() {
     assert_eq!(count("ratelimit:rpm:ip:192.0.2.1").await, 3);
     let _ = &mut con;
 }
+
+/// A limiter that only checks one key at a time: the layer's default `check_all` asks each
+/// policy with a dry run first, so a denial still spends nothing on the other policies.
+struct OneAtATime(LocalLimiter);
+
+impl Limiter for OneAtATime {
+    fn check(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        std::future::ready(self.0.check(&key.redis_key(""), limit, cost))
+    }
+
+    fn check_dry_run(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        std::future::ready(self.0.check_dry_run(&key.redis_key(""), limit, cost))
+    }
+}
+
+#[tokio::test]
+async fn a_limiter_without_check_all_gets_two_passes() {
+    let limiter = Arc::new(OneAtATime(LocalLimiter::new(100)));
+    let layer = RateLimitLayer::new(Arc::clone(&limiter), ClientIp::new()).route(
+        "/",
+        [
+            Policy::new("one", fixed(1, 60)),
+            Policy::new("five", fixed(5, 60)),
+        ],
+    );
+    let mut app = app(layer);
+    assert_eq!(app.get("/").await.status, StatusCode::OK);
+    let reply = app.get("/").await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.header("ratelimit"), Some("\"one\";r=0;t=60"));
+    let five = fixed(5, 60);
+    let left = limiter
+        .0
+        .check_dry_run("five:ip:192.0.2.1", &five, 0)
+        .unwrap();
+    assert_eq!(left.remaining, 4, "the denial spent nothing on \"five\"");
+}
