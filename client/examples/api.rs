@@ -11,6 +11,7 @@
 //! | `GET /search` | `search`: 5 per 10 s per address, sliding window; and `search-key`: 3 per 10 s per `X-Api-Key`, when the request has one |
 //! | `POST /upload` | `upload`: 2 per minute per address, GCRA with a burst of 2; and `upload-hourly`: 10 per hour per address |
 //! | `GET /report` | a slow endpoint (2 s): `reports`, at most 2 in flight per address (a concurrency limit, `ConcurrencyLayer`); and `other` |
+//! | `POST /generate?tokens=N` | `generate`: 10 per minute per address; and `tokens`: 2000 model tokens per minute per address, metered: each request reserves an estimate of 500, and the handler reports the N tokens it "generated" |
 //! | anything else | `other`: 60 per minute per address |
 //!
 //! Every client is limited by its IP address, and an API key as well: a client that invents a
@@ -25,10 +26,12 @@
 
 use axum::extract::ConnectInfo;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::Uri;
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use ratelimit_client::tower::{
-    ClientIp, ConcurrencyLayer, ConcurrencyPolicy, Header, Policy, RateLimitLayer,
+    ClientIp, ConcurrencyLayer, ConcurrencyPolicy, Header, Policy, RateLimitLayer, Usage,
 };
 use ratelimit_client::{Config, Error, Limit, RedisStore};
 use std::net::SocketAddr;
@@ -102,7 +105,43 @@ fn rate_limits(store: RedisStore) -> Result<RateLimitLayer<RedisStore, ClientIp>
                 Policy::new("upload-hourly", Limit::fixed(10, 60 * minute)?),
             ],
         )
+        .route(
+            "POST /generate",
+            [
+                Policy::new("generate", Limit::fixed(10, minute)?),
+                // Reserve 500 tokens per request; `generate` reports what it used, and the layer
+                // gives back the rest, or charges the excess, before the response leaves.
+                Policy::new("tokens", Limit::fixed(2000, minute)?)
+                    .cost(500)
+                    .metered(),
+            ],
+        )
         .default_route([Policy::new("other", Limit::fixed(60, minute)?)]))
+}
+
+/// "Generates" the number of tokens the query asks for (`?tokens=N`, default 300), and
+/// reports them: the usage is known only once the work is done.
+async fn generate(
+    uri: Uri,
+    Extension(usage): Extension<Usage>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let tokens = uri
+        .query()
+        .and_then(|query| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("tokens="))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300u64);
+    usage.report(tokens);
+    (
+        [(CONTENT_TYPE, "application/json")],
+        format!(
+            "{{\"generated\":{tokens},\"reserved\":{}}}\n",
+            usage.estimate()
+        ),
+    )
 }
 
 async fn search() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
@@ -163,6 +202,7 @@ async fn main() -> ExitCode {
     let app = Router::new()
         .route("/search", get(search))
         .route("/upload", post(upload))
+        .route("/generate", post(generate))
         .route("/report", get(report))
         // The rate limits first (the outer layer), then the slots in flight.
         .layer(concurrency)

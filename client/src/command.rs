@@ -38,6 +38,71 @@ pub(crate) enum Command<'a> {
     },
     /// `RATELIMIT.RELEASE key id`: frees the lease `id`.
     Release { key: &'a str, id: &'a str },
+    /// `RATELIMIT.CHECK ... WITHWINDOW [FORCE]`: as `Check`, and answers the window the cost
+    /// was spent in. With `force`, the cost is spent even when it does not fit (debt).
+    Charge {
+        key: &'a str,
+        limit: &'a Limit,
+        cost: u64,
+        force: bool,
+    },
+    /// `RATELIMIT.MCHECK n key... policy... [DRYRUN | FORCE] WITHWINDOW`: one request against
+    /// several limiters, all or nothing. The keys are distinct (1 to 16 of them).
+    MultiCheck {
+        charges: &'a [Charge<'a>],
+        spend: Spend,
+    },
+    /// `RATELIMIT.REFUND key ... COST units [WINDOW w]`: gives back up to `units` spent in
+    /// `window` (the current one when `None`).
+    Refund {
+        key: &'a str,
+        limit: &'a Limit,
+        units: u64,
+        window: Option<u64>,
+    },
+}
+
+/// One policy of a [`Command::MultiCheck`]: its key (under the prefix), its limit, and the
+/// request's cost under it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Charge<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) limit: &'a Limit,
+    pub(crate) cost: u64,
+}
+
+/// Whether a [`Command::MultiCheck`] spends: as decided, not at all (`DRYRUN`), or whatever
+/// is decided (`FORCE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spend {
+    /// Spends only when every policy admits the request.
+    Decided,
+    /// `DRYRUN`: never spends.
+    DryRun,
+    /// `FORCE`: spends on every policy, into debt if need be.
+    Force,
+}
+
+impl Spend {
+    /// The flags of the Lua script: 1 DRYRUN, 2 FORCE, plus 4 for WITHWINDOW, always asked.
+    pub(crate) fn script_flags(self) -> u8 {
+        4 + match self {
+            Spend::Decided => 0,
+            Spend::DryRun => 1,
+            Spend::Force => 2,
+        }
+    }
+}
+
+/// The answer to a [`Command::MultiCheck`], as `RATELIMIT.MCHECK ... WITHWINDOW` replies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MultiReply {
+    /// Whether every policy admitted the request.
+    pub(crate) allowed: bool,
+    /// 0 when allowed, -1 when some policy can never admit it, else the longest wait.
+    pub(crate) retry_after_ms: i64,
+    /// Each policy's decision and window, in order.
+    pub(crate) decisions: Vec<(Decision, u64)>,
 }
 
 impl Command<'_> {
@@ -46,6 +111,8 @@ impl Command<'_> {
         match self {
             Command::Check { key, .. } | Command::Quota { key, .. } | Command::Reset { key } => key,
             Command::Acquire { key, .. } | Command::Release { key, .. } => key,
+            Command::Charge { key, .. } | Command::Refund { key, .. } => key,
+            Command::MultiCheck { charges, .. } => charges.first().map_or("", |c| c.key),
         }
     }
 
@@ -56,12 +123,22 @@ impl Command<'_> {
             Command::Reset { .. } => None,
             // A concurrency limit is no rate [`Limit`]: the fallback answers leases apart.
             Command::Acquire { .. } | Command::Release { .. } => None,
+            Command::Charge { limit, .. } | Command::Refund { limit, .. } => Some(limit),
+            Command::MultiCheck { charges, .. } => charges.first().map(|c| c.limit),
+        }
+    }
+
+    /// Every key of the command, in order: one, or each key of a `MultiCheck`.
+    pub(crate) fn keys(&self) -> Vec<&str> {
+        match self {
+            Command::MultiCheck { charges, .. } => charges.iter().map(|c| c.key).collect(),
+            _ => vec![self.key()],
         }
     }
 }
 
 /// A backend's answer to a [`Command`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reply {
     /// The five integers of `RATELIMIT.CHECK` and `RATELIMIT.QUOTA`.
     Decision(Decision),
@@ -69,6 +146,12 @@ pub(crate) enum Reply {
     Reset(bool),
     /// `RATELIMIT.RELEASE`: whether a live lease was released.
     Released(bool),
+    /// `RATELIMIT.CHECK ... WITHWINDOW`: the decision and the window the cost was spent in.
+    Charged(Decision, u64),
+    /// `RATELIMIT.MCHECK ... WITHWINDOW`.
+    MultiCheck(MultiReply),
+    /// `RATELIMIT.REFUND`: the units given back, and the standing afterwards (as QUOTA).
+    Refunded(u64, Decision),
 }
 
 impl Reply {
@@ -94,6 +177,22 @@ impl Reply {
     pub(crate) fn released(self) -> Result<bool, Error> {
         match self {
             Reply::Released(released) => Ok(released),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    /// The answer of a `Charge`.
+    pub(crate) fn charged(self) -> Result<(Decision, u64), Error> {
+        match self {
+            Reply::Charged(decision, window) => Ok((decision, window)),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    /// The answer of a `MultiCheck`.
+    pub(crate) fn multi_check(self) -> Result<MultiReply, Error> {
+        match self {
+            Reply::MultiCheck(reply) => Ok(reply),
             other => Err(mismatch(other)),
         }
     }

@@ -24,6 +24,8 @@ mod local;
 pub mod mask;
 mod module;
 mod permit;
+mod multi;
+mod reservation;
 mod script;
 mod store;
 #[cfg(feature = "tower")]
@@ -38,6 +40,8 @@ pub use key::Key;
 pub use limit::{parse_period, Limit};
 pub use local::LocalLimiter;
 pub use permit::{Acquire, Denial, Permit};
+pub use multi::{AllDecision, Hold, LimitCheck, MAX_POLICIES};
 pub use ratelimit_core::Algorithm;
+pub use reservation::{Reservation, Reserved, Settlement};
 pub use script::LUA_SCRIPT;
 pub use store::RedisStore;

@@ -1,7 +1,7 @@
 //! The module's backend: the `RATELIMIT.*` commands, and the detection of whether the module
 //! is loaded.
 
-use crate::command::{Command, Reply};
+use crate::command::{Charge, Command, MultiReply, Reply, Spend};
 use ratelimit_core::{Algorithm, Decision, Limit};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, Value};
@@ -77,6 +77,40 @@ pub(crate) async fn run<C: ConnectionLike + Send>(
                 .await?;
             Ok(Reply::Released(released == 1))
         }
+        Command::Charge {
+            key,
+            limit,
+            cost,
+            force,
+        } => {
+            let mut cmd = limit_command("RATELIMIT.CHECK", key, limit);
+            cmd.arg("COST").arg(cost).arg("WITHWINDOW");
+            if force {
+                cmd.arg("FORCE");
+            }
+            let reply: Vec<i64> = cmd.query_async(conn).await?;
+            let (decision, window) = windowed_from_reply(&reply)?;
+            Ok(Reply::Charged(decision, window))
+        }
+        Command::MultiCheck { charges, spend } => {
+            let reply: Value = multi_command(charges, spend).query_async(conn).await?;
+            Ok(Reply::MultiCheck(multi_from_reply(reply)?))
+        }
+        Command::Refund {
+            key,
+            limit,
+            units,
+            window,
+        } => {
+            let mut cmd = limit_command("RATELIMIT.REFUND", key, limit);
+            cmd.arg("COST").arg(units);
+            if let Some(window) = window {
+                cmd.arg("WINDOW").arg(window);
+            }
+            let reply: Vec<i64> = cmd.query_async(conn).await?;
+            let (refunded, standing) = refund_from_reply(&reply)?;
+            Ok(Reply::Refunded(refunded, standing))
+        }
     }
 }
 
@@ -107,6 +141,101 @@ pub(crate) fn acquired_from_reply(reply: &[Value]) -> RedisResult<Decision> {
         return Err(unexpected());
     }
     Ok(decision)
+}
+
+/// `RATELIMIT.MCHECK n key... LIMIT limit <period>ms ALGORITHM a [BURST n] COST c ...
+/// [DRYRUN | FORCE] WITHWINDOW`.
+fn multi_command(charges: &[Charge<'_>], spend: Spend) -> Cmd {
+    let mut cmd = redis::cmd("RATELIMIT.MCHECK");
+    cmd.arg(charges.len());
+    for charge in charges {
+        cmd.arg(charge.key);
+    }
+    for charge in charges {
+        let limit = charge.limit;
+        cmd.arg("LIMIT")
+            .arg(limit.limit())
+            .arg(format!("{}ms", limit.period_ms()))
+            .arg("ALGORITHM")
+            .arg(limit.algorithm().name());
+        if limit.algorithm() == Algorithm::Gcra {
+            cmd.arg("BURST").arg(limit.burst());
+        }
+        cmd.arg("COST").arg(charge.cost);
+    }
+    match spend {
+        Spend::Decided => {}
+        Spend::DryRun => {
+            cmd.arg("DRYRUN");
+        }
+        Spend::Force => {
+            cmd.arg("FORCE");
+        }
+    }
+    cmd.arg("WITHWINDOW");
+    cmd
+}
+
+fn unexpected(what: &str, reply: impl std::fmt::Debug) -> RedisError {
+    RedisError::from((
+        ErrorKind::UnexpectedReturnType,
+        "the rate limiter replied something else than expected",
+        format!("{what}: {reply:?}"),
+    ))
+}
+
+/// Reads the six integers of `RATELIMIT.CHECK ... WITHWINDOW`: the decision and its window.
+pub(crate) fn windowed_from_reply(reply: &[i64]) -> RedisResult<(Decision, u64)> {
+    let [five @ .., window] = reply else {
+        return Err(unexpected("six integers", reply));
+    };
+    let window = u64::try_from(*window).map_err(|_| unexpected("a window", reply))?;
+    Ok((decision_from_reply(five)?, window))
+}
+
+/// Reads `[refunded, limit, remaining, reset_after_ms, retry_after_ms]` of
+/// `RATELIMIT.REFUND`: the units given back, and the standing for a request of cost 1.
+pub(crate) fn refund_from_reply(reply: &[i64]) -> RedisResult<(u64, Decision)> {
+    let &[refunded, limit, remaining, reset_after_ms, retry_after_ms] = reply else {
+        return Err(unexpected("five integers", reply));
+    };
+    let refunded = u64::try_from(refunded).map_err(|_| unexpected("a refund", reply))?;
+    let allowed = i64::from(retry_after_ms == 0);
+    let standing =
+        decision_from_reply(&[allowed, limit, remaining, reset_after_ms, retry_after_ms])?;
+    Ok((refunded, standing))
+}
+
+/// Reads `[allowed, retry_after_ms, [six integers]...]` of `RATELIMIT.MCHECK ... WITHWINDOW`
+/// (the Lua script replies the same).
+pub(crate) fn multi_from_reply(reply: Value) -> RedisResult<MultiReply> {
+    let Value::Array(items) = reply else {
+        return Err(unexpected("an array", reply));
+    };
+    let integer = |value: &Value| match value {
+        Value::Int(n) => Ok(*n),
+        other => Err(unexpected("an integer", other)),
+    };
+    let [allowed, retry_after_ms, policies @ ..] = items.as_slice() else {
+        return Err(unexpected("at least two elements", items));
+    };
+    let (allowed, retry_after_ms) = (integer(allowed)?, integer(retry_after_ms)?);
+    if !(0..=1).contains(&allowed) || retry_after_ms < Decision::NEVER || policies.is_empty() {
+        return Err(unexpected("allowed and retry_after_ms", items));
+    }
+    let mut decisions = Vec::with_capacity(policies.len());
+    for policy in policies {
+        let Value::Array(numbers) = policy else {
+            return Err(unexpected("an array per policy", policy));
+        };
+        let numbers: Vec<i64> = numbers.iter().map(integer).collect::<RedisResult<_>>()?;
+        decisions.push(windowed_from_reply(&numbers)?);
+    }
+    Ok(MultiReply {
+        allowed: allowed == 1,
+        retry_after_ms,
+        decisions,
+    })
 }
 
 async fn decide<C: ConnectionLike + Send>(conn: &mut C, command: Cmd) -> RedisResult<Reply> {
@@ -237,5 +366,76 @@ mod tests {
         let fixed = Limit::new(Algorithm::Fixed, 10, 60_000, None).unwrap();
         let packed = limit_command("RATELIMIT.CHECK", "k", &fixed).get_packed_command();
         assert!(!String::from_utf8(packed).unwrap().contains("BURST"));
+    }
+
+    #[test]
+    fn reads_the_replies_of_mcheck_refund_and_withwindow() {
+        let policy = |allowed: i64, remaining: i64, window: i64| {
+            Value::Array(
+                [allowed, 5, remaining, 1000, 0, window]
+                    .into_iter()
+                    .map(Value::Int)
+                    .collect(),
+            )
+        };
+        let reply = Value::Array(vec![
+            Value::Int(0),
+            Value::Int(250),
+            policy(1, 4, 1_796_216_409_123),
+            policy(0, 0, 7),
+        ]);
+        let multi = multi_from_reply(reply).unwrap();
+        assert_eq!((multi.allowed, multi.retry_after_ms), (false, 250));
+        assert_eq!(multi.decisions[0].1, 1_796_216_409_123);
+        assert_eq!(
+            (multi.decisions[1].0.remaining, multi.decisions[1].1),
+            (0, 7)
+        );
+        for bad in [
+            Value::Array(vec![Value::Int(1), Value::Int(0)]),
+            Value::Array(vec![Value::Int(2), Value::Int(0), policy(1, 4, 0)]),
+            Value::Array(vec![Value::Int(1), Value::Int(0), Value::Int(3)]),
+            Value::Int(1),
+        ] {
+            assert!(multi_from_reply(bad.clone()).is_err(), "{bad:?}");
+        }
+        let (refunded, standing) = refund_from_reply(&[2800, 90000, 88800, 57311, 0]).unwrap();
+        assert_eq!(
+            (refunded, standing.allowed, standing.remaining),
+            (2800, true, 88800)
+        );
+        assert!(refund_from_reply(&[-1, 1, 1, 0, 0]).is_err());
+        let (decision, window) = windowed_from_reply(&[1, 3, 2, 10, 0, 42]).unwrap();
+        assert_eq!((decision.remaining, window), (2, 42));
+        assert!(windowed_from_reply(&[1, 3, 2, 10, 0]).is_err());
+    }
+
+    #[test]
+    fn builds_mcheck() {
+        let gcra = Limit::new(Algorithm::Gcra, 10, 1000, Some(3)).unwrap();
+        let fixed = Limit::new(Algorithm::Fixed, 5, 60_000, None).unwrap();
+        let charges = [
+            Charge {
+                key: "a",
+                limit: &gcra,
+                cost: 1,
+            },
+            Charge {
+                key: "b",
+                limit: &fixed,
+                cost: 4,
+            },
+        ];
+        let packed = multi_command(&charges, Spend::Force).get_packed_command();
+        let text = String::from_utf8(packed).unwrap();
+        let args: Vec<&str> = text
+            .split("\r\n")
+            .filter(|s| !s.starts_with(['*', '$']) && !s.is_empty())
+            .collect();
+        assert_eq!(
+            args.join(" "),
+            "RATELIMIT.MCHECK 2 a b LIMIT 10 1000ms ALGORITHM GCRA BURST 3 COST 1 \
+             LIMIT 5 60000ms ALGORITHM FIXED COST 4 FORCE WITHWINDOW"
+        );
     }
 }

@@ -16,7 +16,10 @@
 //! the module reads it there, so that the module and the script see the same instants.
 
 use crate::command::{Command, Reply};
-use crate::module::{acquired_from_reply, decision_from_reply};
+use crate::module::{
+    acquired_from_reply, decision_from_reply, multi_from_reply, refund_from_reply,
+    windowed_from_reply,
+};
 use ratelimit_core::{Algorithm, Limit};
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script, Value};
@@ -53,7 +56,10 @@ impl ScriptBackend {
     where
         C: ConnectionLike + Send,
     {
-        let mut invocation = self.script.key(command.key());
+        let mut invocation = self.script.prepare_invoke();
+        for key in command.keys() {
+            invocation.key(key);
+        }
         for arg in arguments(command) {
             invocation.arg(arg);
         }
@@ -74,6 +80,20 @@ impl ScriptBackend {
                 let released: i64 = invocation.invoke_async(conn).await?;
                 Ok(Reply::Released(released == 1))
             }
+            Command::Charge { .. } => {
+                let reply: Vec<i64> = invocation.invoke_async(conn).await?;
+                let (decision, window) = windowed_from_reply(&reply)?;
+                Ok(Reply::Charged(decision, window))
+            }
+            Command::MultiCheck { .. } => {
+                let reply: redis::Value = invocation.invoke_async(conn).await?;
+                Ok(Reply::MultiCheck(multi_from_reply(reply)?))
+            }
+            Command::Refund { .. } => {
+                let reply: Vec<i64> = invocation.invoke_async(conn).await?;
+                let (refunded, standing) = refund_from_reply(&reply)?;
+                Ok(Reply::Refunded(refunded, standing))
+            }
         }
     }
 }
@@ -82,19 +102,10 @@ impl ScriptBackend {
 /// (burst 0 for FIXED and SLIDING; flags 1 for a dry run), or `reset`.
 fn arguments(command: &Command<'_>) -> Vec<String> {
     let decide = |word: &str, limit: &Limit, cost: u64, dry_run: bool| {
-        let burst = match limit.algorithm() {
-            Algorithm::Gcra => limit.burst(),
-            _ => 0,
-        };
-        vec![
-            word.to_string(),
-            limit.algorithm().name().to_string(),
-            limit.limit().to_string(),
-            limit.period_ms().to_string(),
-            burst.to_string(),
-            cost.to_string(),
-            u8::from(dry_run).to_string(),
-        ]
+        let mut args = vec![word.to_string()];
+        args.extend(policy(limit, cost));
+        args.push(u8::from(dry_run).to_string());
+        args
     };
     match *command {
         Command::Check {
@@ -118,7 +129,50 @@ fn arguments(command: &Command<'_>) -> Vec<String> {
             id.to_string(),
         ],
         Command::Release { id, .. } => vec!["release".to_string(), id.to_string()],
+        // flags: 4 = WITHWINDOW, plus 2 = FORCE.
+        Command::Charge {
+            limit, cost, force, ..
+        } => {
+            let mut args = vec!["check".to_string()];
+            args.extend(policy(limit, cost));
+            args.push((4 + 2 * u8::from(force)).to_string());
+            args
+        }
+        Command::MultiCheck { charges, spend } => {
+            let mut args = vec!["mcheck".to_string(), spend.script_flags().to_string()];
+            for charge in charges {
+                args.extend(policy(charge.limit, charge.cost));
+            }
+            args
+        }
+        Command::Refund {
+            limit,
+            units,
+            window,
+            ..
+        } => {
+            let mut args = vec!["refund".to_string()];
+            args.extend(policy(limit, units));
+            args.push(window.map(|w| w.to_string()).unwrap_or_default());
+            args
+        }
     }
+}
+
+/// `algorithm limit period_ms burst cost`, the script's arguments for one policy (burst 0 for
+/// FIXED and SLIDING).
+fn policy(limit: &Limit, cost: u64) -> [String; 5] {
+    let burst = match limit.algorithm() {
+        Algorithm::Gcra => limit.burst(),
+        _ => 0,
+    };
+    [
+        limit.algorithm().name().to_string(),
+        limit.limit().to_string(),
+        limit.period_ms().to_string(),
+        burst.to_string(),
+        cost.to_string(),
+    ]
 }
 
 #[cfg(test)]
@@ -181,5 +235,60 @@ mod tests {
         assert_eq!(arguments(&acquire), ["acquire", "3", "30000", "a1"]);
         let release = Command::Release { key: "k", id: "a1" };
         assert_eq!(arguments(&release), ["release", "a1"]);
+    }
+
+    #[test]
+    fn passes_the_budget_arguments() {
+        use crate::command::{Charge, Spend};
+        let gcra = Limit::new(Algorithm::Gcra, 10, 1000, Some(3)).unwrap();
+        let fixed = Limit::new(Algorithm::Fixed, 5, 60_000, None).unwrap();
+        let charges = [
+            Charge {
+                key: "a",
+                limit: &gcra,
+                cost: 1,
+            },
+            Charge {
+                key: "b",
+                limit: &fixed,
+                cost: 4,
+            },
+        ];
+        let mcheck = Command::MultiCheck {
+            charges: &charges,
+            spend: Spend::DryRun,
+        };
+        assert_eq!(
+            arguments(&mcheck),
+            ["mcheck", "5", "GCRA", "10", "1000", "3", "1", "FIXED", "5", "60000", "0", "4"]
+        );
+        assert_eq!(mcheck.keys(), ["a", "b"]);
+        let charge = Command::Charge {
+            key: "k",
+            limit: &fixed,
+            cost: 7,
+            force: true,
+        };
+        assert_eq!(
+            arguments(&charge),
+            ["check", "FIXED", "5", "60000", "0", "7", "6"]
+        );
+        let refund = Command::Refund {
+            key: "k",
+            limit: &fixed,
+            units: 3,
+            window: Some(99),
+        };
+        assert_eq!(
+            arguments(&refund),
+            ["refund", "FIXED", "5", "60000", "0", "3", "99"]
+        );
+        let current = Command::Refund {
+            key: "k",
+            limit: &fixed,
+            units: 3,
+            window: None,
+        };
+        assert_eq!(arguments(&current)[6], "");
     }
 }

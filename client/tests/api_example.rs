@@ -151,6 +151,49 @@ async fn upload_checks_two_policies() {
     assert_eq!(api.get("/search", &[]).status, 200);
 }
 
+/// The metered endpoint: each request reserves 500 tokens, and the handler's usage is settled
+/// before the response leaves: the headers and the key show what was really used.
+#[tokio::test]
+async fn generate_settles_the_tokens_it_used() {
+    let server = Server::start(true);
+    let api = Api::start(&server.url());
+    let mut con = server.con().await;
+    let mut used = 0;
+    for (tokens, fits) in [(120, true), (900, true), (1500, true), (10, false)] {
+        let reply = api.post(&format!("/generate?tokens={tokens}"), &[]);
+        if !fits {
+            // 2520 of 2000 used: in debt until the minute ends.
+            assert_eq!(reply.status, 429, "{reply:?}");
+            assert!(reply.body.ends_with("\"violated-policies\":[\"tokens\"]}"));
+            break;
+        }
+        used += tokens;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(
+            reply.body,
+            format!("{{\"generated\":{tokens},\"reserved\":500}}\n")
+        );
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"generate\";q=10;w=60, \"tokens\";q=2000;w=60")
+        );
+        let left = 2000u64.saturating_sub(used);
+        assert!(
+            reply
+                .header("ratelimit")
+                .unwrap()
+                .contains(&format!("\"tokens\";r={left};")),
+            "{reply:?}"
+        );
+        let count: u64 = redis::cmd("GET")
+            .arg("ratelimit:tokens:ip:127.0.0.1")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(count, used);
+    }
+}
+
 /// The address is limited always, and an API key as well: a client that invents a new key
 /// for each request still meets its address's limit.
 #[tokio::test]

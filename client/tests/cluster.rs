@@ -581,3 +581,54 @@ async fn clear_all_on_every_master(cluster: &Cluster, store: &RedisStore) {
         cluster.shards().await.len()
     );
 }
+
+/// `check_all` is one command: in a cluster, its keys share a slot through one hash tag, and
+/// the call goes to the master of that slot; keys in several slots get `CROSSSLOT`, and nothing
+/// is spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_all_in_a_cluster_needs_one_hash_tag() {
+    use ratelimit_client::{Key, LimitCheck, Reserved};
+    for module in [true, false] {
+        let cluster = Cluster::start(module, None).await;
+        let store = connect(&cluster, PREFIX).await;
+        let (small, large) = (limit(2, Algorithm::Fixed), limit(100, Algorithm::Gcra));
+        let tagged = [
+            LimitCheck::new(Key::new("rps", "{user:7}"), &small, 1),
+            LimitCheck::new(Key::new("rpd", "{user:7}"), &large, 5),
+        ];
+        for _ in 0..2 {
+            let all = store.check_all(&tagged).await.unwrap();
+            assert!(all.is_admitted() && all.backend.is_redis(), "{all:?}");
+        }
+        assert_eq!(
+            store
+                .check_all(&tagged)
+                .await
+                .unwrap()
+                .violated()
+                .collect::<Vec<_>>(),
+            [0]
+        );
+        // Both keys are stored (on the master of the tag's slot, and maybe already its replica).
+        let mut found = 0;
+        for port in cluster.ports() {
+            let mut con = cluster.con(port).await;
+            found += scan_keys(&mut con, "ratelimit:rp*:{user:7}").await.len();
+        }
+        assert!((2..=4).contains(&found), "{found} copies of the two keys");
+
+        let untagged = [
+            LimitCheck::new(Key::new("rps", "user:8"), &small, 1),
+            LimitCheck::new(Key::new("rpd", "user:8"), &large, 1),
+        ];
+        let error = store.check_all(&untagged).await.unwrap_err();
+        assert_eq!(error.code(), Some("CROSSSLOT"), "{error}");
+
+        // A reservation settles on its slot's master.
+        let Reserved::Held(reservation) = store.reserve("tpm:{user:7}", &large, 40).await.unwrap()
+        else {
+            panic!("admitted");
+        };
+        assert_eq!(reservation.settle(10).await.unwrap().refunded, 30);
+    }
+}

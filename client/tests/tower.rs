@@ -2,15 +2,18 @@
 //! `Retry-After` that is always long enough, several policies per route, the routes, the key
 //! extractors, and the failure policy of a real store whose Redis is unreachable.
 
+mod common;
+
 use axum::body::Bytes;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use ratelimit_client::tower::{
-    ClientIp, Header, KeyExtractor, Limiter, Policy, RateLimitLayer, ResponseBody,
+    ClientIp, Header, KeyExtractor, Limiter, Policy, RateLimitLayer, ResponseBody, Usage,
 };
 use ratelimit_client::{
-    Algorithm, Config, Decision, Error, FailurePolicy, Key, Limit, LocalLimiter, RedisStore,
+    Algorithm, AllDecision, Config, Decision, Error, FailurePolicy, Key, Limit, LimitCheck,
+    LocalLimiter, RedisStore,
 };
 use std::convert::Infallible;
 use std::future::Future;
@@ -73,6 +76,21 @@ impl Limiter for PausedLocal {
         cost: u64,
     ) -> impl Future<Output = Result<Decision, Error>> + Send {
         std::future::ready(Ok(self.decide(key, limit, cost, true)))
+    }
+
+    /// One atomic call for every policy, recorded as `("MCHECK key key ...", false)`.
+    fn check_all(
+        &self,
+        checks: &[LimitCheck<'_>],
+    ) -> impl Future<Output = Result<AllDecision, Error>> + Send {
+        let keys: Vec<String> = checks.iter().map(|c| c.key.redis_key("")).collect();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((format!("MCHECK {}", keys.join(" ")), false));
+        let now_us = EPOCH_US + self.start.elapsed().as_micros() as u64;
+        let now = UNIX_EPOCH + Duration::from_micros(now_us);
+        std::future::ready(self.local.check_all_at(checks, now))
     }
 }
 
@@ -337,17 +355,10 @@ async fn every_policy_must_admit_and_a_denial_spends_on_none() {
     // The policy with the fewest units left.
     assert_eq!(reply.header("x-ratelimit-limit"), Some("2"));
     assert_eq!(reply.header("x-ratelimit-remaining"), Some("1"));
-    // Dry runs first, then the real checks.
+    // One call for both policies, all or nothing.
     let key = |p: &str| format!("{p}:ip:192.0.2.1");
-    assert_eq!(
-        limiter.calls(),
-        [
-            (key("minute"), true),
-            (key("hour"), true),
-            (key("minute"), false),
-            (key("hour"), false)
-        ]
-    );
+    let mcheck = || (format!("MCHECK {} {}", key("minute"), key("hour")), false);
+    assert_eq!(limiter.calls(), [mcheck()]);
 
     let reply = app.get("/upload").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -362,10 +373,7 @@ async fn every_policy_must_admit_and_a_denial_spends_on_none() {
     assert_eq!(reply.header("ratelimit"), Some("\"minute\";r=0;t=60"));
     assert_eq!(reply.header("x-ratelimit-limit"), Some("2"));
     assert!(reply.body.contains("\"violated-policies\":[\"minute\"]"));
-    assert_eq!(
-        limiter.calls(),
-        [(key("minute"), true), (key("hour"), true)]
-    );
+    assert_eq!(limiter.calls(), [mcheck()]);
     let hour_left = limiter.decide(hour.key("ip:192.0.2.1"), hour.limit(), 0, true);
     assert_eq!(hour_left.remaining, 1);
 
@@ -809,7 +817,10 @@ async fn a_policy_with_its_own_subject_applies_to_the_requests_that_have_one() {
     let reply = app.get("/").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.header("ratelimit-policy"), Some("\"ip\";q=4;w=60"));
-    assert_eq!(limiter.calls(), [("ip:ip:192.0.2.1".to_string(), false)]);
+    assert_eq!(
+        limiter.calls(),
+        [("MCHECK ip:ip:192.0.2.1".to_string(), false)]
+    );
 
     let reply = app.send(with_key("k1")).await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -818,7 +829,7 @@ async fn a_policy_with_its_own_subject_applies_to_the_requests_that_have_one() {
         Some("\"ip\";q=4;w=60, \"key\";q=2;w=60")
     );
     let calls: Vec<String> = limiter.calls().into_iter().map(|(key, _)| key).collect();
-    assert!(calls.contains(&"key:x-api-key:k1".to_string()), "{calls:?}");
+    assert_eq!(calls, ["MCHECK ip:ip:192.0.2.1 key:x-api-key:k1"]);
     assert_eq!(app.send(with_key("k1")).await.status, StatusCode::OK);
     let reply = app.send(with_key("k1")).await;
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
@@ -987,4 +998,226 @@ fn the_routes_are_logged_once() {
         ),
         "{text}"
     );
+}
+
+// One MCHECK per request, and usage settled, against a real server ---------------------------------
+
+/// The calls of `command` (`ratelimit.mcheck`) that the server counted.
+async fn command_calls(con: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// A service that "generates" the number of tokens its request's `x-tokens` header says, and
+/// reports them to the layer's [`Usage`] when the route is metered.
+fn generator() -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(|request: Request<Body>| async move {
+        let tokens: u64 = request
+            .headers()
+            .get("x-tokens")
+            .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
+        if let Some(usage) = request.extensions().get::<Usage>() {
+            usage.report(tokens);
+        }
+        Ok(Response::new(Full::new(Bytes::from(format!(
+            "{tokens} tokens"
+        )))))
+    })
+}
+
+async fn send<S>(service: &mut S, tokens: u64) -> Reply
+where
+    S: Service<Request<Body>, Response = Response<ResponseBody<Body>>, Error = Infallible>,
+{
+    let tokens = tokens.to_string();
+    let request = request_with("POST", "/generate", "192.0.2.1", &[("x-tokens", &tokens)]);
+    let response = service.ready().await.unwrap().call(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_route_is_one_mcheck_per_request_with_an_item_per_policy() {
+    for module in [true, false] {
+        let server = common::Server::start(module);
+        let store = common::connected(Config::new(server.url())).await;
+        let layer = RateLimitLayer::new(store, ClientIp::new()).route(
+            "POST /generate",
+            [
+                Policy::new("rps", Limit::gcra(10, Duration::from_secs(1)).unwrap()),
+                Policy::new("rpm", fixed(3, 60)),
+                Policy::new("tpm", fixed(1000, 60)).cost(100),
+            ],
+        );
+        let mut service = layer.layer(generator());
+        let mut con = server.con().await;
+        let (mut before, mut evals) = (0, 0);
+        for remaining in [2, 1, 0] {
+            // Counted from the second request: the first loads the script (NOSCRIPT, then
+            // EVALSHA again).
+            if remaining == 1 {
+                before = command_calls(&mut con, "ratelimit.mcheck").await;
+                evals = command_calls(&mut con, "evalsha").await;
+            }
+            let reply = send(&mut service, 0).await;
+            assert_eq!(reply.status, StatusCode::OK);
+            assert_eq!(
+                reply.header("ratelimit-policy"),
+                Some("\"rps\";q=10;w=1, \"rpm\";q=3;w=60, \"tpm\";q=1000;w=60")
+            );
+            let tpm = 1000 - 100 * (3 - remaining);
+            let ratelimit = reply.header("ratelimit").unwrap();
+            assert!(
+                ratelimit.contains(&format!("\"rpm\";r={remaining};t=60"))
+                    && ratelimit.contains(&format!("\"tpm\";r={tpm};t=60"))
+                    && ratelimit.starts_with("\"rps\";r="),
+                "{ratelimit}"
+            );
+            // The most restrictive policy: rpm.
+            assert_eq!(reply.header("x-ratelimit-limit"), Some("3"));
+            assert_eq!(
+                reply.header("x-ratelimit-remaining"),
+                Some(remaining.to_string().as_str())
+            );
+        }
+        let reply = send(&mut service, 0).await;
+        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(reply.header("ratelimit"), Some("\"rpm\";r=0;t=60"));
+        // The denial spent nothing on tpm.
+        let tpm: String = redis::cmd("GET")
+            .arg("ratelimit:tpm:ip:192.0.2.1")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(tpm, "300");
+        let calls = if module {
+            command_calls(&mut con, "ratelimit.mcheck").await - before
+        } else {
+            command_calls(&mut con, "evalsha").await - evals
+        };
+        assert_eq!(calls, 3, "one call per request (module: {module})");
+        assert_eq!(command_calls(&mut con, "ratelimit.check").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_metered_policy_is_settled_at_the_reported_usage() {
+    let server = common::Server::start(true);
+    let store = common::connected(Config::new(server.url())).await;
+    let layer = RateLimitLayer::new(store, ClientIp::new()).route(
+        "POST /generate",
+        [
+            Policy::new("rpm", fixed(100, 3600)),
+            Policy::new("tokens", fixed(1000, 3600)).cost(300).metered(),
+        ],
+    );
+    let mut service = layer.layer(generator());
+    let mut con = server.con().await;
+    let count = |key: &'static str| {
+        let mut con = con.clone();
+        async move {
+            let value: Option<u64> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            value.unwrap_or(0)
+        }
+    };
+    const TOKENS: &str = "ratelimit:tokens:ip:192.0.2.1";
+    // Below the estimate: 180 of the 300 come back before the response leaves.
+    let reply = send(&mut service, 120).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "120 tokens")
+    );
+    assert_eq!(count(TOKENS).await, 120);
+    assert!(reply
+        .header("ratelimit")
+        .unwrap()
+        .contains("\"tokens\";r=880;"));
+    // Above it: the excess is charged.
+    let reply = send(&mut service, 500).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(count(TOKENS).await, 620);
+    assert!(reply
+        .header("ratelimit")
+        .unwrap()
+        .contains("\"tokens\";r=380;"));
+    // Over the budget by force: 620 + 300 fits, then 900 are used.
+    let reply = send(&mut service, 900).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(count(TOKENS).await, 1520, "the excess is charged into debt");
+    // The debt denies the next request, which spends nothing.
+    let reply = send(&mut service, 1).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(count(TOKENS).await, 1520);
+    assert_eq!(count("ratelimit:rpm:ip:192.0.2.1").await, 3);
+    let _ = &mut con;
+}
+
+/// A limiter that only checks one key at a time: the layer's default `check_all` asks each
+/// policy with a dry run first, so a denial still spends nothing on the other policies.
+struct OneAtATime(LocalLimiter);
+
+impl Limiter for OneAtATime {
+    fn check(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        std::future::ready(self.0.check(&key.redis_key(""), limit, cost))
+    }
+
+    fn check_dry_run(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        std::future::ready(self.0.check_dry_run(&key.redis_key(""), limit, cost))
+    }
+}
+
+#[tokio::test]
+async fn a_limiter_without_check_all_gets_two_passes() {
+    let limiter = Arc::new(OneAtATime(LocalLimiter::new(100)));
+    let layer = RateLimitLayer::new(Arc::clone(&limiter), ClientIp::new()).route(
+        "/",
+        [
+            Policy::new("one", fixed(1, 60)),
+            Policy::new("five", fixed(5, 60)),
+        ],
+    );
+    let mut app = app(layer);
+    assert_eq!(app.get("/").await.status, StatusCode::OK);
+    let reply = app.get("/").await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.header("ratelimit"), Some("\"one\";r=0;t=60"));
+    let five = fixed(5, 60);
+    let left = limiter
+        .0
+        .check_dry_run("five:ip:192.0.2.1", &five, 0)
+        .unwrap();
+    assert_eq!(left.remaining, 4, "the denial spent nothing on \"five\"");
 }

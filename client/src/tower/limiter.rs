@@ -5,6 +5,8 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::limit::Limit;
 use crate::local::LocalLimiter;
+use crate::multi::{AllDecision, Hold, LimitCheck};
+use crate::reservation::Settlement;
 use crate::store::RedisStore;
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +32,69 @@ pub trait Limiter: Send + Sync + 'static {
         limit: &Limit,
         cost: u64,
     ) -> impl Future<Output = Result<Decision, Error>> + Send;
+
+    /// Decides one request against several policies, all or nothing: admitted only if every
+    /// policy admits it, and then every policy spends its cost; if any denies it, nothing is
+    /// spent anywhere. The layer asks this once per request.
+    ///
+    /// [`RedisStore`] and [`LocalLimiter`] do it atomically, in one call. The default, for
+    /// other limiters, asks every policy with a dry run, then checks each for real only if all
+    /// admit it: a request that races another between the two passes may then be denied after
+    /// the policies before the denying one have spent.
+    fn check_all(
+        &self,
+        checks: &[LimitCheck<'_>],
+    ) -> impl Future<Output = Result<AllDecision, Error>> + Send {
+        two_passes(self, checks)
+    }
+
+    /// Settles `hold`, spent under `limit` on `key` by [`Limiter::check_all`], at its real cost
+    /// `actual`: gives back the difference, or charges the excess (see
+    /// [`RedisStore::settle`]). The default settles nothing.
+    fn settle(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        hold: Hold,
+        actual: u64,
+    ) -> impl Future<Output = Result<Settlement, Error>> + Send {
+        let _ = (key, limit, hold, actual);
+        std::future::ready(Ok(Settlement {
+            refunded: 0,
+            charged: 0,
+            quota: None,
+        }))
+    }
+}
+
+/// The default [`Limiter::check_all`]: a dry run of every policy, then, if all admit the
+/// request, a real check of each in order, stopping at the first denial. The decisions of the
+/// dry run stand for the policies that were not checked for real.
+async fn two_passes<L: Limiter + ?Sized>(
+    limiter: &L,
+    checks: &[LimitCheck<'_>],
+) -> Result<AllDecision, Error> {
+    let mut decisions = Vec::with_capacity(checks.len());
+    if let [check] = checks {
+        decisions.push(limiter.check(check.key, check.limit, check.cost).await?);
+    } else {
+        for check in checks {
+            decisions.push(
+                limiter
+                    .check_dry_run(check.key, check.limit, check.cost)
+                    .await?,
+            );
+        }
+        if decisions.iter().all(Decision::is_admitted) {
+            for (check, slot) in checks.iter().zip(&mut decisions) {
+                *slot = limiter.check(check.key, check.limit, check.cost).await?;
+                if !slot.is_admitted() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(AllDecision::from_decisions(decisions))
 }
 
 /// Redis through the module or the script; while Redis is out, the store's failure policy
@@ -51,6 +116,37 @@ impl Limiter for RedisStore {
         cost: u64,
     ) -> impl Future<Output = Result<Decision, Error>> + Send {
         RedisStore::check_dry_run(self, key, limit, cost)
+    }
+
+    /// One `RATELIMIT.MCHECK`. In a Redis Cluster, keys in several slots cannot go in one
+    /// command: they are checked in two passes, as the default does.
+    fn check_all(
+        &self,
+        checks: &[LimitCheck<'_>],
+    ) -> impl Future<Output = Result<AllDecision, Error>> + Send {
+        let one_slot = !self.config().is_cluster() || {
+            let slot = |check: &LimitCheck<'_>| {
+                redis::cluster_routing::Slot::for_key(self.redis_key(check.key))
+            };
+            checks.iter().all(|check| slot(check) == slot(&checks[0]))
+        };
+        async move {
+            if one_slot {
+                RedisStore::check_all(self, checks).await
+            } else {
+                two_passes(self, checks).await
+            }
+        }
+    }
+
+    fn settle(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        hold: Hold,
+        actual: u64,
+    ) -> impl Future<Output = Result<Settlement, Error>> + Send {
+        RedisStore::settle(self, key, limit, hold, actual)
     }
 }
 
@@ -79,6 +175,29 @@ impl Limiter for LocalLimiter {
             cost,
         ))
     }
+
+    fn check_all(
+        &self,
+        checks: &[LimitCheck<'_>],
+    ) -> impl Future<Output = Result<AllDecision, Error>> + Send {
+        std::future::ready(LocalLimiter::check_all(self, checks))
+    }
+
+    fn settle(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        hold: Hold,
+        actual: u64,
+    ) -> impl Future<Output = Result<Settlement, Error>> + Send {
+        std::future::ready(LocalLimiter::settle(
+            self,
+            &key.redis_key(""),
+            limit,
+            hold,
+            actual,
+        ))
+    }
 }
 
 impl<L: Limiter> Limiter for Arc<L> {
@@ -98,5 +217,22 @@ impl<L: Limiter> Limiter for Arc<L> {
         cost: u64,
     ) -> impl Future<Output = Result<Decision, Error>> + Send {
         L::check_dry_run(self, key, limit, cost)
+    }
+
+    fn check_all(
+        &self,
+        checks: &[LimitCheck<'_>],
+    ) -> impl Future<Output = Result<AllDecision, Error>> + Send {
+        L::check_all(self, checks)
+    }
+
+    fn settle(
+        &self,
+        key: Key<'_>,
+        limit: &Limit,
+        hold: Hold,
+        actual: u64,
+    ) -> impl Future<Output = Result<Settlement, Error>> + Send {
+        L::settle(self, key, limit, hold, actual)
     }
 }

@@ -66,11 +66,21 @@
 //! that makes the client wait longest.
 //!
 //! # Several policies
-//! Every policy of a route must admit a request. A request denied by one policy spends nothing
-//! on the others: they are first asked with a dry run, and only then checked for real (one
-//! policy needs one call; `n` need `2n`). A request that races another between the two passes
-//! may still be denied after the policies before the denying one have spent; see the source of
-//! `check_all` for why that trade-off.
+//! Every policy of a route must admit a request, and a request denied by one policy spends
+//! nothing on the others: the layer asks the limiter once per request,
+//! [`Limiter::check_all`], which [`crate::RedisStore`] answers with one `RATELIMIT.MCHECK`
+//! (atomic: no other request runs between the policies) and [`crate::LocalLimiter`] under one
+//! lock. In a Redis Cluster, the keys of one `MCHECK` must share a slot; a route whose keys do
+//! not (the layer's keys, `policy:subject`, carry no hash tag) is checked in two passes, a dry
+//! run of each policy then a real check of each, and a request that races another between the
+//! passes may spend on some policies and still be denied.
+//!
+//! # Usage-based costs
+//! A metered policy ([`Policy::metered`]) spends its cost as an estimate; the handler reports
+//! the real cost with the [`Usage`] it finds in the request's extensions, and the layer
+//! settles it once the handler has answered, before the response leaves: it gives back what
+//! was not used, to the window it was spent in, or charges the excess with `FORCE`. The
+//! response's headers show the standing after the settlement.
 //!
 //! # Failures
 //! The limiter always decides while Redis is out. With a [`crate::RedisStore`], the store's
@@ -85,6 +95,7 @@ mod layer;
 mod limiter;
 mod route;
 mod service;
+mod usage;
 
 pub use body::ResponseBody;
 pub use concurrency::{
@@ -99,3 +110,4 @@ pub use layer::RateLimitLayer;
 pub use limiter::Limiter;
 pub use route::Policy;
 pub use service::{RateLimitService, ResponseFuture};
+pub use usage::Usage;

@@ -25,6 +25,7 @@ pub struct Policy {
     limit: Limit,
     cost: u64,
     subject: Option<Arc<dyn KeyExtractor>>,
+    metered: bool,
 }
 
 impl Policy {
@@ -43,6 +44,7 @@ impl Policy {
             limit,
             cost: 1,
             subject: None,
+            metered: false,
         }
     }
 
@@ -90,6 +92,40 @@ impl Policy {
         self
     }
 
+    /// The same policy, metered: its cost ([`Policy::cost`]) is an estimate, spent when the
+    /// request is checked, and the handler reports the real cost with the [`super::Usage`]
+    /// that the layer puts in the request's extensions. Once the handler has answered, the
+    /// layer settles: it gives back what was not used, to the window it was spent in, or
+    /// charges the excess. For usage-based limits, such as model tokens per minute.
+    ///
+    /// ```
+    /// use ratelimit_client::tower::{ClientIp, Policy, RateLimitLayer};
+    /// use ratelimit_client::{Limit, LocalLimiter};
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> Result<(), ratelimit_client::Error> {
+    /// let minute = Duration::from_secs(60);
+    /// let layer = RateLimitLayer::new(LocalLimiter::default(), ClientIp::new()).route(
+    ///     "POST /generate",
+    ///     [
+    ///         Policy::new("requests", Limit::gcra(10, minute)?),
+    ///         // Reserve 500 tokens per request; the handler reports what it used.
+    ///         Policy::new("tokens", Limit::fixed(10_000, minute)?).cost(500).metered(),
+    ///     ],
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn metered(mut self) -> Policy {
+        self.metered = true;
+        self
+    }
+
+    /// Whether the policy is metered ([`Policy::metered`]).
+    pub fn is_metered(&self) -> bool {
+        self.metered
+    }
+
     /// The name.
     pub fn name(&self) -> &str {
         &self.name
@@ -123,6 +159,7 @@ impl fmt::Debug for Policy {
             .field("limit", &self.limit)
             .field("cost", &self.cost)
             .field("own_subject", &self.subject.is_some())
+            .field("metered", &self.metered)
             .finish()
     }
 }
@@ -136,6 +173,9 @@ impl fmt::Display for Policy {
         }
         if self.subject.is_some() {
             f.write_str(", own subject")?;
+        }
+        if self.metered {
+            f.write_str(", metered")?;
         }
         f.write_str(")")
     }

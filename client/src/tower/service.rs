@@ -6,8 +6,8 @@ use super::key::KeyExtractor;
 use super::layer::RateLimitLayer;
 use super::limiter::Limiter;
 use super::route::Policy;
-use crate::decision::Decision;
-use crate::error::Error;
+use super::usage::Usage;
+use crate::multi::{AllDecision, LimitCheck};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use std::fmt;
@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 use tower_service::Service;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 /// The future of a [`RateLimitService`] call.
 pub type ResponseFuture<B, E> =
@@ -110,11 +110,17 @@ where
                     .await?
                     .map(ResponseBody::inner));
             }
-            let decisions = match check_all(&*layer.limiter, &subjects).await {
-                Ok(decisions) => decisions,
-                Err((policy, subject, error)) => {
-                    let key = policy.key(subject).masked("");
-                    error!(key = %key, error = %error, "the rate limiter failed");
+            let checks: Vec<LimitCheck<'_>> = subjects
+                .iter()
+                .map(|(policy, subject)| {
+                    LimitCheck::new(policy.key(subject), policy.limit(), policy.get_cost())
+                })
+                .collect();
+            let all = match layer.limiter.check_all(&checks).await {
+                Ok(all) => all,
+                Err(error) => {
+                    let keys: Vec<String> = checks.iter().map(|c| c.key.masked("")).collect();
+                    error!(keys = ?keys, error = %error, "the rate limiter failed");
                     if layer.shadow {
                         return Ok(pass(&mut inner, parts, body)
                             .await?
@@ -129,9 +135,9 @@ where
                 }
             };
             let now = SystemTime::now();
-            let checked: Vec<Checked<'_>> = subjects
+            let mut checked: Vec<Checked<'_>> = subjects
                 .iter()
-                .zip(decisions)
+                .zip(all.decisions.iter().copied())
                 .map(|((policy, _), decision)| Checked { policy, decision })
                 .collect();
             let violated: Vec<&Checked<'_>> = checked
@@ -151,7 +157,20 @@ where
                     "request over its rate limit; let through in shadow mode"
                 );
             }
+            let metered = subjects.iter().position(|(policy, _)| policy.is_metered());
+            let usage = metered.map(|index| Usage::new(subjects[index].0.get_cost()));
+            let mut parts = parts;
+            if let Some(usage) = &usage {
+                parts.extensions.insert(usage.clone());
+            }
             let response = pass(&mut inner, parts, body).await?;
+            if let Some(actual) = usage.as_ref().and_then(Usage::reported) {
+                settle(&*layer.limiter, &subjects, &all, &mut checked, actual).await;
+            }
+            let violated: Vec<&Checked<'_>> = checked
+                .iter()
+                .filter(|c| !c.decision.is_admitted())
+                .collect();
             let (mut response_parts, body) = response.into_parts();
             headers::allowed(&checked, now, &mut response_parts.headers);
             headers::shadow_denied(&violated, &mut response_parts.headers);
@@ -200,46 +219,38 @@ fn subjects<'p>(
     Some(subjects)
 }
 
-/// Decides the request under every policy, in order; fails with the policy, the subject and
-/// the error of the first call the limiter refused.
-///
-/// With one policy, one check: a denial spends nothing. With several, a denied request must
-/// spend nothing either, so every policy is first asked with a dry run; only if all admit the
-/// request is it checked for real, policy after policy. Between the two passes another request
-/// may take the last units of a policy: the real check then denies, after the policies before
-/// it have spent. That race is the price of not spending on a denied request in the common
-/// case; the alternatives (spend everywhere, or a script across keys) cost more or break
-/// cluster safety. The decisions of the dry run stand for the policies that were not checked
-/// for real.
-async fn check_all<'p, L: Limiter>(
+/// Settles every metered policy of an admitted request at the `actual` cost its handler
+/// reported, and updates its decision to the standing afterwards, for the headers. A failed
+/// settlement is logged; the response goes out anyway.
+async fn settle<L: Limiter>(
     limiter: &L,
-    subjects: &'p [(&'p Policy, String)],
-) -> Result<Vec<Decision>, (&'p Policy, &'p str, Error)> {
-    let check = |policy: &'p Policy, subject: &'p str, dry_run: bool| async move {
-        let key = policy.key(subject);
-        let decision = if dry_run {
-            limiter
-                .check_dry_run(key, policy.limit(), policy.get_cost())
-                .await
-        } else {
-            limiter.check(key, policy.limit(), policy.get_cost()).await
+    subjects: &[(&Policy, String)],
+    all: &AllDecision,
+    checked: &mut [Checked<'_>],
+    actual: u64,
+) {
+    for (index, (policy, subject)) in subjects.iter().enumerate() {
+        let Some(hold) = all
+            .hold(index, policy.get_cost())
+            .filter(|_| policy.is_metered())
+        else {
+            continue;
         };
-        decision.map_err(|error| (policy, subject, error))
-    };
-    if let [(policy, subject)] = subjects {
-        return Ok(vec![check(policy, subject, false).await?]);
-    }
-    let mut decisions = Vec::with_capacity(subjects.len());
-    for (policy, subject) in subjects {
-        decisions.push(check(policy, subject, true).await?);
-    }
-    if decisions.iter().all(Decision::is_admitted) {
-        for ((policy, subject), slot) in subjects.iter().zip(&mut decisions) {
-            *slot = check(policy, subject, false).await?;
-            if !slot.is_admitted() {
-                break;
+        match limiter
+            .settle(policy.key(subject), policy.limit(), hold, actual)
+            .await
+        {
+            Ok(settled) => {
+                if let Some(quota) = settled.quota {
+                    let decision = &mut checked[index].decision;
+                    decision.remaining = quota.remaining;
+                    decision.reset_after = quota.reset_after;
+                }
+            }
+            Err(error) => {
+                let key = policy.key(subject).masked("");
+                warn!(key = %key, error = %error, "the usage of a request could not be settled");
             }
         }
     }
-    Ok(decisions)
 }
