@@ -24,6 +24,7 @@ mod local;
 pub mod mask;
 mod module;
 mod script;
+mod share;
 mod store;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
