@@ -34,6 +34,8 @@
 //!   headroom over the keys expected to be active at once. Evicting a key forgets what it
 //!   spent: the cap is a memory guard against floods of distinct keys, not a cache.
 
+mod multi;
+
 use crate::command::{Command, Reply};
 use crate::decision::{Backend, Decision};
 use crate::error::Error;
@@ -216,6 +218,35 @@ impl LocalLimiter {
                 )?
             }
             Command::Reset { key } => return Ok(Reply::Reset(self.reset(key))),
+            Command::Charge {
+                key,
+                limit,
+                cost,
+                force,
+            } => {
+                let (hash, mut shard) = self.shard(key);
+                let (decision, window) = shard.with_state(
+                    Key(hash, key),
+                    || self.clock.now_us(),
+                    |state, now_us| {
+                        let outcome = decide(limit, state, now_us, cost, force)?;
+                        Ok(((outcome.decision, outcome.window), outcome.change))
+                    },
+                )?;
+                return Ok(Reply::Charged(decision, window));
+            }
+            Command::MultiCheck { charges, spend } => {
+                return Ok(Reply::MultiCheck(self.multi_check(charges, spend, None)?));
+            }
+            Command::Refund {
+                key,
+                limit,
+                units,
+                window,
+            } => {
+                let (refunded, standing) = self.refund_at(key, limit, units, window, None)?;
+                return Ok(Reply::Refunded(refunded, standing));
+            }
         };
         Ok(Reply::Decision(decision))
     }
@@ -270,10 +301,14 @@ impl LocalLimiter {
     /// Hashes `key` and locks its shard.
     fn shard(&self, key: &str) -> (u64, MutexGuard<'_, Shard>) {
         let hash = self.hasher.hash_one(key);
+        (hash, lock(&self.shards[self.shard_index(hash)]))
+    }
+
+    /// The shard of a key's hash.
+    fn shard_index(&self, hash: u64) -> usize {
         // Bits that the shard's table uses neither for its index (the low ones) nor for its
         // tags (the top seven).
-        let index = (hash >> 32) as usize & (self.shards.len() - 1);
-        (hash, lock(&self.shards[index]))
+        (hash >> 32) as usize & (self.shards.len() - 1)
     }
 }
 

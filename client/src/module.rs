@@ -1,7 +1,7 @@
 //! The module's backend: the `RATELIMIT.*` commands, and the detection of whether the module
 //! is loaded.
 
-use crate::command::{Command, Reply};
+use crate::command::{Charge, Command, MultiReply, Reply, Spend};
 use ratelimit_core::{Algorithm, Decision, Limit};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, Value};
@@ -53,7 +53,136 @@ pub(crate) async fn run<C: ConnectionLike + Send>(
                 .await?;
             Ok(Reply::Reset(deleted == 1))
         }
+        Command::Charge {
+            key,
+            limit,
+            cost,
+            force,
+        } => {
+            let mut cmd = limit_command("RATELIMIT.CHECK", key, limit);
+            cmd.arg("COST").arg(cost).arg("WITHWINDOW");
+            if force {
+                cmd.arg("FORCE");
+            }
+            let reply: Vec<i64> = cmd.query_async(conn).await?;
+            let (decision, window) = windowed_from_reply(&reply)?;
+            Ok(Reply::Charged(decision, window))
+        }
+        Command::MultiCheck { charges, spend } => {
+            let reply: Value = multi_command(charges, spend).query_async(conn).await?;
+            Ok(Reply::MultiCheck(multi_from_reply(reply)?))
+        }
+        Command::Refund {
+            key,
+            limit,
+            units,
+            window,
+        } => {
+            let mut cmd = limit_command("RATELIMIT.REFUND", key, limit);
+            cmd.arg("COST").arg(units);
+            if let Some(window) = window {
+                cmd.arg("WINDOW").arg(window);
+            }
+            let reply: Vec<i64> = cmd.query_async(conn).await?;
+            let (refunded, standing) = refund_from_reply(&reply)?;
+            Ok(Reply::Refunded(refunded, standing))
+        }
     }
+}
+
+/// `RATELIMIT.MCHECK n key... LIMIT limit <period>ms ALGORITHM a [BURST n] COST c ...
+/// [DRYRUN | FORCE] WITHWINDOW`.
+fn multi_command(charges: &[Charge<'_>], spend: Spend) -> Cmd {
+    let mut cmd = redis::cmd("RATELIMIT.MCHECK");
+    cmd.arg(charges.len());
+    for charge in charges {
+        cmd.arg(charge.key);
+    }
+    for charge in charges {
+        let limit = charge.limit;
+        cmd.arg("LIMIT")
+            .arg(limit.limit())
+            .arg(format!("{}ms", limit.period_ms()))
+            .arg("ALGORITHM")
+            .arg(limit.algorithm().name());
+        if limit.algorithm() == Algorithm::Gcra {
+            cmd.arg("BURST").arg(limit.burst());
+        }
+        cmd.arg("COST").arg(charge.cost);
+    }
+    match spend {
+        Spend::Decided => {}
+        Spend::DryRun => {
+            cmd.arg("DRYRUN");
+        }
+        Spend::Force => {
+            cmd.arg("FORCE");
+        }
+    }
+    cmd.arg("WITHWINDOW");
+    cmd
+}
+
+fn unexpected(what: &str, reply: impl std::fmt::Debug) -> RedisError {
+    RedisError::from((
+        ErrorKind::UnexpectedReturnType,
+        "the rate limiter replied something else than expected",
+        format!("{what}: {reply:?}"),
+    ))
+}
+
+/// Reads the six integers of `RATELIMIT.CHECK ... WITHWINDOW`: the decision and its window.
+pub(crate) fn windowed_from_reply(reply: &[i64]) -> RedisResult<(Decision, u64)> {
+    let [five @ .., window] = reply else {
+        return Err(unexpected("six integers", reply));
+    };
+    let window = u64::try_from(*window).map_err(|_| unexpected("a window", reply))?;
+    Ok((decision_from_reply(five)?, window))
+}
+
+/// Reads `[refunded, limit, remaining, reset_after_ms, retry_after_ms]` of
+/// `RATELIMIT.REFUND`: the units given back, and the standing for a request of cost 1.
+pub(crate) fn refund_from_reply(reply: &[i64]) -> RedisResult<(u64, Decision)> {
+    let &[refunded, limit, remaining, reset_after_ms, retry_after_ms] = reply else {
+        return Err(unexpected("five integers", reply));
+    };
+    let refunded = u64::try_from(refunded).map_err(|_| unexpected("a refund", reply))?;
+    let allowed = i64::from(retry_after_ms == 0);
+    let standing =
+        decision_from_reply(&[allowed, limit, remaining, reset_after_ms, retry_after_ms])?;
+    Ok((refunded, standing))
+}
+
+/// Reads `[allowed, retry_after_ms, [six integers]...]` of `RATELIMIT.MCHECK ... WITHWINDOW`
+/// (the Lua script replies the same).
+pub(crate) fn multi_from_reply(reply: Value) -> RedisResult<MultiReply> {
+    let Value::Array(items) = reply else {
+        return Err(unexpected("an array", reply));
+    };
+    let integer = |value: &Value| match value {
+        Value::Int(n) => Ok(*n),
+        other => Err(unexpected("an integer", other)),
+    };
+    let [allowed, retry_after_ms, policies @ ..] = items.as_slice() else {
+        return Err(unexpected("at least two elements", items));
+    };
+    let (allowed, retry_after_ms) = (integer(allowed)?, integer(retry_after_ms)?);
+    if !(0..=1).contains(&allowed) || retry_after_ms < Decision::NEVER || policies.is_empty() {
+        return Err(unexpected("allowed and retry_after_ms", items));
+    }
+    let mut decisions = Vec::with_capacity(policies.len());
+    for policy in policies {
+        let Value::Array(numbers) = policy else {
+            return Err(unexpected("an array per policy", policy));
+        };
+        let numbers: Vec<i64> = numbers.iter().map(integer).collect::<RedisResult<_>>()?;
+        decisions.push(windowed_from_reply(&numbers)?);
+    }
+    Ok(MultiReply {
+        allowed: allowed == 1,
+        retry_after_ms,
+        decisions,
+    })
 }
 
 async fn decide<C: ConnectionLike + Send>(conn: &mut C, command: Cmd) -> RedisResult<Reply> {

@@ -16,7 +16,9 @@
 //! the module reads it there, so that the module and the script see the same instants.
 
 use crate::command::{Command, Reply};
-use crate::module::decision_from_reply;
+use crate::module::{
+    decision_from_reply, multi_from_reply, refund_from_reply, windowed_from_reply,
+};
 use ratelimit_core::{Algorithm, Limit};
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Script};
@@ -53,7 +55,10 @@ impl ScriptBackend {
     where
         C: ConnectionLike + Send,
     {
-        let mut invocation = self.script.key(command.key());
+        let mut invocation = self.script.prepare_invoke();
+        for key in command.keys() {
+            invocation.key(key);
+        }
         for arg in arguments(command) {
             invocation.arg(arg);
         }
@@ -66,6 +71,20 @@ impl ScriptBackend {
                 let deleted: i64 = invocation.invoke_async(conn).await?;
                 Ok(Reply::Reset(deleted == 1))
             }
+            Command::Charge { .. } => {
+                let reply: Vec<i64> = invocation.invoke_async(conn).await?;
+                let (decision, window) = windowed_from_reply(&reply)?;
+                Ok(Reply::Charged(decision, window))
+            }
+            Command::MultiCheck { .. } => {
+                let reply: redis::Value = invocation.invoke_async(conn).await?;
+                Ok(Reply::MultiCheck(multi_from_reply(reply)?))
+            }
+            Command::Refund { .. } => {
+                let reply: Vec<i64> = invocation.invoke_async(conn).await?;
+                let (refunded, standing) = refund_from_reply(&reply)?;
+                Ok(Reply::Refunded(refunded, standing))
+            }
         }
     }
 }
@@ -74,19 +93,10 @@ impl ScriptBackend {
 /// (burst 0 for FIXED and SLIDING; flags 1 for a dry run), or `reset`.
 fn arguments(command: &Command<'_>) -> Vec<String> {
     let decide = |word: &str, limit: &Limit, cost: u64, dry_run: bool| {
-        let burst = match limit.algorithm() {
-            Algorithm::Gcra => limit.burst(),
-            _ => 0,
-        };
-        vec![
-            word.to_string(),
-            limit.algorithm().name().to_string(),
-            limit.limit().to_string(),
-            limit.period_ms().to_string(),
-            burst.to_string(),
-            cost.to_string(),
-            u8::from(dry_run).to_string(),
-        ]
+        let mut args = vec![word.to_string()];
+        args.extend(policy(limit, cost));
+        args.push(u8::from(dry_run).to_string());
+        args
     };
     match *command {
         Command::Check {
@@ -98,7 +108,50 @@ fn arguments(command: &Command<'_>) -> Vec<String> {
         // The request QUOTA answers for: one unit, as the module's QUOTA without COST.
         Command::Quota { limit, .. } => decide("quota", limit, 1, true),
         Command::Reset { .. } => vec!["reset".to_string()],
+        // flags: 4 = WITHWINDOW, plus 2 = FORCE.
+        Command::Charge {
+            limit, cost, force, ..
+        } => {
+            let mut args = vec!["check".to_string()];
+            args.extend(policy(limit, cost));
+            args.push((4 + 2 * u8::from(force)).to_string());
+            args
+        }
+        Command::MultiCheck { charges, spend } => {
+            let mut args = vec!["mcheck".to_string(), spend.script_flags().to_string()];
+            for charge in charges {
+                args.extend(policy(charge.limit, charge.cost));
+            }
+            args
+        }
+        Command::Refund {
+            limit,
+            units,
+            window,
+            ..
+        } => {
+            let mut args = vec!["refund".to_string()];
+            args.extend(policy(limit, units));
+            args.push(window.map(|w| w.to_string()).unwrap_or_default());
+            args
+        }
     }
+}
+
+/// `algorithm limit period_ms burst cost`, the script's arguments for one policy (burst 0 for
+/// FIXED and SLIDING).
+fn policy(limit: &Limit, cost: u64) -> [String; 5] {
+    let burst = match limit.algorithm() {
+        Algorithm::Gcra => limit.burst(),
+        _ => 0,
+    };
+    [
+        limit.algorithm().name().to_string(),
+        limit.limit().to_string(),
+        limit.period_ms().to_string(),
+        burst.to_string(),
+        cost.to_string(),
+    ]
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 //! | [`RedisStore::check_rate_limit`], [`RedisStore::get_quota`], [`RedisStore::reset_rate_limit`] | `user_id` and `endpoint` | `prefix + user_id + ":" + endpoint` |
 //! | [`RedisStore::increment`], [`RedisStore::get`], [`RedisStore::get_with_expiry`] | a counter's name | `prefix + key` |
 
+mod budget;
 mod compat;
 mod connection;
 mod fallback;

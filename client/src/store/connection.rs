@@ -128,7 +128,10 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Single(conn) => conn.req_packed_command(cmd),
-            Connection::Cluster(conn) => conn.req_packed_command(cmd),
+            Connection::Cluster(conn) => match first_key_of_mcheck(cmd) {
+                Some(routing) => Box::pin(conn.route_command(cmd.clone(), routing)),
+                None => conn.req_packed_command(cmd),
+            },
         }
     }
 
@@ -150,6 +153,28 @@ impl ConnectionLike for Connection {
             Connection::Cluster(conn) => conn.get_db(),
         }
     }
+}
+
+/// The routing of `RATELIMIT.MCHECK numkeys key ...`: the master of its first key's slot. The
+/// cluster client does not know the command, and would route it by `numkeys`, then follow the
+/// `MOVED` answer: one round trip more. `None` for any other command.
+fn first_key_of_mcheck(cmd: &Cmd) -> Option<RoutingInfo> {
+    let mut args = cmd.args_iter();
+    let redis::Arg::Simple(name) = args.next()? else {
+        return None;
+    };
+    if !name.eq_ignore_ascii_case(b"RATELIMIT.MCHECK") {
+        return None;
+    }
+    let redis::Arg::Simple(key) = args.nth(1)? else {
+        return None;
+    };
+    Some(RoutingInfo::SingleNode(
+        SingleNodeRoutingInfo::SpecificNode(redis::cluster_routing::Route::with_slot(
+            redis::cluster_routing::Slot::for_key(key),
+            redis::cluster_routing::SlotAddr::Master,
+        )),
+    ))
 }
 
 /// A connection that sends every command to one node: the server itself, or one master of a

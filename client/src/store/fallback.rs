@@ -141,18 +141,17 @@ impl Fallback {
     /// algorithm's state for the key.
     pub(crate) fn answer(&self, command: &Command<'_>) -> Result<(Reply, Backend), Error> {
         self.answered.fetch_add(1, Ordering::Relaxed);
-        let Some(limit) = command.limit() else {
+        if command.limit().is_none() {
             return Err(Error::CircuitOpen);
-        };
-        let capacity = limit.capacity();
+        }
         let (reply, backend) = match self.policy {
             FailurePolicy::Local => (self.local().run(command)?, Backend::Local),
             // Nothing is counted while failing open: the limiter is reported full.
             FailurePolicy::Allow => (
-                Reply::Decision(ratelimit_core::Decision {
+                policy_reply(command, |limit| ratelimit_core::Decision {
                     allowed: true,
-                    limit: capacity,
-                    remaining: capacity,
+                    limit: limit.capacity(),
+                    remaining: limit.capacity(),
                     reset_after_ms: 0,
                     retry_after_ms: 0,
                 }),
@@ -162,9 +161,9 @@ impl Fallback {
             FailurePolicy::Deny => {
                 let wait_ms = ceil_ms(self.until_next_probe()).max(1);
                 (
-                    Reply::Decision(ratelimit_core::Decision {
+                    policy_reply(command, |limit| ratelimit_core::Decision {
                         allowed: false,
-                        limit: capacity,
+                        limit: limit.capacity(),
                         remaining: 0,
                         reset_after_ms: wait_ms,
                         retry_after_ms: i64::try_from(wait_ms).unwrap_or(i64::MAX),
@@ -174,6 +173,12 @@ impl Fallback {
             }
         };
         Ok((reply, backend))
+    }
+
+    /// Runs `command` on the in-process limiter, whatever the policy and whether Redis is out:
+    /// to settle units that it counted.
+    pub(crate) fn run_locally(&self, command: &Command<'_>) -> Result<Reply, Error> {
+        self.local().run(command)
     }
 
     /// Deletes `key`'s state in the in-process limiter; answers whether it had one.
@@ -224,6 +229,38 @@ impl Fallback {
             BreakerState::Open { until } => until.saturating_duration_since(Instant::now()),
             BreakerState::Closed | BreakerState::HalfOpen => self.base_backoff,
         }
+    }
+}
+
+/// The answer of the failure policy `Allow` or `Deny` to `command`, each limit answered
+/// `decision(limit)`. Nothing is counted, so a refund gives nothing back, and every window is
+/// 0.
+fn policy_reply(
+    command: &Command<'_>,
+    decision: impl Fn(&ratelimit_core::Limit) -> ratelimit_core::Decision,
+) -> Reply {
+    match *command {
+        Command::Check { limit, .. } | Command::Quota { limit, .. } => {
+            Reply::Decision(decision(limit))
+        }
+        // Answered by the caller, which needs no limit to refuse it.
+        Command::Reset { .. } => Reply::Reset(false),
+        Command::Charge { limit, .. } => Reply::Charged(decision(limit), 0),
+        Command::MultiCheck { charges, .. } => {
+            let decisions: Vec<_> = charges.iter().map(|c| (decision(c.limit), 0)).collect();
+            let allowed = decisions.iter().all(|(d, _)| d.allowed);
+            let retry_after_ms = decisions
+                .iter()
+                .map(|(d, _)| d.retry_after_ms)
+                .max()
+                .unwrap_or(0);
+            Reply::MultiCheck(crate::command::MultiReply {
+                allowed,
+                retry_after_ms,
+                decisions,
+            })
+        }
+        Command::Refund { limit, .. } => Reply::Refunded(0, decision(limit)),
     }
 }
 
