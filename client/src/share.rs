@@ -20,7 +20,9 @@
 //!   (fewer when its units go back on time).
 //! - **Bounded without Redis.** While Redis is out, a process can use only what it holds.
 
-use crate::decision::{Backend, Decision, Outcome};
+#[cfg(test)]
+use crate::decision::Backend;
+use crate::decision::{Decision, Outcome};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -86,9 +88,9 @@ impl Share {
                 return Some(Decision {
                     outcome: Outcome::Admitted,
                     remaining: granted.remaining.saturating_add(self.held),
-                    reset_after: self
-                        .window_ends
-                        .map_or(granted.reset_after, |end| end.saturating_duration_since(now)),
+                    reset_after: self.window_ends.map_or(granted.reset_after, |end| {
+                        end.saturating_duration_since(now)
+                    }),
                     ..granted
                 });
             }
@@ -166,15 +168,23 @@ impl Share {
 
     /// Keeps the units held usable until their window ends, ignoring the hold time: while Redis
     /// is out they cannot go back, and they are this process's whole allowance.
-    pub(crate) fn keep_through_outage(&mut self) {
-        if let Some(end) = self.window_ends {
-            self.usable_until = self.usable_until.max(end);
-        }
+    /// Without windows (GCRA), they stay usable for another `hold` from `now`.
+    pub(crate) fn keep_through_outage(&mut self, now: Instant, hold: Duration) {
+        let until = self.window_ends.unwrap_or(now + hold);
+        self.usable_until = self.usable_until.max(until);
     }
 
-    /// Forgets the denial, so that the next check asks Redis.
-    pub(crate) fn forget_denial(&mut self) {
-        self.denied = None;
+    /// Holds again units that [`Share::leftover`] took but that could not go back (Redis is
+    /// out), usable until their window ends.
+    pub(crate) fn restore(&mut self, leftover: Leftover, now: Instant, hold: Duration) {
+        self.held = self.held.saturating_add(leftover.units);
+        self.window = leftover.window;
+        self.keep_through_outage(now, hold);
+    }
+
+    /// Whether a denial from Redis still stands at `now`.
+    pub(crate) fn is_denying(&self, now: Instant) -> bool {
+        self.denied.is_some_and(|(_, until)| now < until)
     }
 
     /// The backend that granted the units held.
@@ -225,7 +235,11 @@ mod tests {
         assert_eq!(first.outcome, Outcome::Admitted);
         assert_eq!(first.remaining, 501, "Redis's 500 and the 1 still held");
         assert_eq!(first.reset_after, 799 * MS, "until the window ends");
-        assert_eq!(share.take(2, t + MS), None, "1 held, 2 asked: Redis decides");
+        assert_eq!(
+            share.take(2, t + MS),
+            None,
+            "1 held, 2 asked: Redis decides"
+        );
         assert_eq!(share.take(1, t + MS).unwrap().remaining, 500);
         assert_eq!(share.take(1, t + MS), None);
         assert_eq!(share.backend(), Some(Backend::Module));
@@ -259,7 +273,11 @@ mod tests {
         share.hold(10, 1, granted(0, 30), t, 100 * MS, Some(30 * MS));
         assert!(share.take(1, t + 29 * MS).is_some());
         assert_eq!(share.take(1, t + 30 * MS), None);
-        assert_eq!(share.leftover(t + 30 * MS), None, "a refund cannot credit it");
+        assert_eq!(
+            share.leftover(t + 30 * MS),
+            None,
+            "a refund cannot credit it"
+        );
         assert_eq!(share.held(), 0);
     }
 
@@ -289,9 +307,7 @@ mod tests {
         assert_eq!(again.outcome, Outcome::RetryAfter(150 * MS));
         assert_eq!(again.reset_after, 300 * MS);
         assert_eq!(share.take(1, t + 250 * MS), None, "then Redis is asked");
-        share.deny(denied(250, 400), t, 100 * MS);
-        share.forget_denial();
-        assert_eq!(share.take(1, t), None);
+        assert!(!share.is_denying(t + 250 * MS));
     }
 
     #[test]
@@ -303,7 +319,10 @@ mod tests {
             ..denied(0, 0)
         };
         share.deny(never, t, 100 * MS);
-        assert_eq!(share.take(5, t + 99 * MS).unwrap().outcome, Outcome::CannotFit);
+        assert_eq!(
+            share.take(5, t + 99 * MS).unwrap().outcome,
+            Outcome::CannotFit
+        );
         assert_eq!(share.take(5, t + 100 * MS), None);
     }
 
@@ -321,8 +340,25 @@ mod tests {
         let t = Instant::now();
         let mut share = Share::new();
         share.hold(10, 1, granted(0, 800), t, 100 * MS, Some(800 * MS));
-        share.keep_through_outage();
+        share.keep_through_outage(t, 100 * MS);
         assert!(share.take(1, t + 500 * MS).is_some());
         assert_eq!(share.take(1, t + 800 * MS), None);
+    }
+
+    #[test]
+    fn units_that_could_not_go_back_are_held_again() {
+        let t = Instant::now();
+        let mut share = Share::new();
+        share.hold(10, 4, granted(0, 800), t, 100 * MS, Some(800 * MS));
+        let leftover = share.leftover(t + 200 * MS).unwrap();
+        assert_eq!(share.take(1, t + 200 * MS), None);
+        share.restore(leftover, t + 200 * MS, 100 * MS);
+        assert_eq!(share.take(10, t + 700 * MS).unwrap().remaining, 0);
+        // Without windows, for another hold time.
+        share.hold(3, 0, granted(0, 5), t, 100 * MS, None);
+        let leftover = share.leftover(t + 150 * MS).unwrap();
+        share.restore(leftover, t + 150 * MS, 100 * MS);
+        assert!(share.take(1, t + 249 * MS).is_some());
+        assert_eq!(share.take(1, t + 250 * MS), None);
     }
 }
