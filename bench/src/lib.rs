@@ -11,6 +11,7 @@
 pub mod callgrind;
 pub mod cases;
 pub mod driver;
+pub mod hot;
 pub mod noise;
 pub mod overhead;
 pub mod resp;

@@ -23,13 +23,17 @@
 #[cfg(test)]
 use crate::decision::Backend;
 use crate::decision::{Decision, Outcome};
+use quanta::Instant;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// The default time a process holds units before it gives the unused ones back.
 pub const DEFAULT_HOLD: Duration = Duration::from_millis(100);
 
 /// Units spent in Redis and not handed out yet, and what to answer with them.
+///
+/// Its instants are quanta's, read from the CPU's counter as the in-process limiter's are: on
+/// a virtual machine the system's clock can take 100 ns to read, as long as the rest of a check
+/// from the share.
 #[derive(Debug, Clone)]
 pub(crate) struct Share {
     /// Units held: spent in Redis, not handed out.

@@ -14,16 +14,17 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::limit::Limit;
 use crate::share::{Leftover, Share};
+use foldhash::quality::RandomState;
+use quanta::Instant;
 use ratelimit_core::Algorithm;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::time::Instant;
 use tracing::debug;
 
 /// The shares of one store, by Redis key.
 pub(crate) struct Shares {
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    slots: Mutex<HashMap<String, Arc<Slot>, RandomState>>,
     /// What gives units back when the store is gone: the store's connection and backends,
     /// without the shares (which would keep themselves alive).
     owner: Mutex<Option<RedisStore>>,
@@ -31,45 +32,79 @@ pub(crate) struct Shares {
 }
 
 struct Slot {
-    limit: Mutex<Limit>,
-    share: Mutex<Share>,
+    /// The share, and the limit it was taken under.
+    state: Mutex<(Limit, Share)>,
     refill: tokio::sync::Mutex<()>,
 }
 
+/// A slot's state, locked.
+struct Locked<'a>(MutexGuard<'a, (Limit, Share)>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Share;
+    fn deref(&self) -> &Share {
+        &self.0 .1
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Share {
+        &mut self.0 .1
+    }
+}
+
 impl Slot {
-    fn share(&self) -> MutexGuard<'_, Share> {
-        self.share.lock().unwrap_or_else(PoisonError::into_inner)
+    fn share(&self) -> Locked<'_> {
+        Locked(self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn limit(&self) -> Limit {
-        *self.limit.lock().unwrap_or_else(PoisonError::into_inner)
+        self.share().0 .0
     }
+}
+
+thread_local! {
+    /// The Redis key of the check in progress on this thread, written without an allocation.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 impl Shares {
     pub(crate) fn new() -> Shares {
         Shares {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::with_hasher(RandomState::default())),
             owner: Mutex::new(None),
             sweeping: false.into(),
         }
     }
 
-    fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>, RandomState>> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The slot of `key`, made for `limit` (a slot whose limit changed forgets its units:
-    /// they go back to Redis under the old limit first).
+    /// The fast path: `cost` units from the share of `key` if it holds them under `limit`, or
+    /// its standing denial. No allocation, no await.
+    fn take(&self, key: Key<'_>, prefix: &str, limit: &Limit, cost: u64) -> Option<Decision> {
+        KEY.with(|buffer| {
+            let mut buffer = buffer.try_borrow_mut().ok()?;
+            key.write_redis_key(prefix, &mut buffer);
+            let slots = self.slots();
+            let mut state = slots.get(buffer.as_str())?.share();
+            if state.0 .0 != *limit {
+                return None;
+            }
+            state.take(cost, Instant::now())
+        })
+    }
+
+    /// The slot of `key`, made for `limit`. A slot whose limit changed starts again: its
+    /// units go back to Redis under the old limit first, when it is refilled.
     fn slot(&self, key: &str, limit: &Limit) -> Arc<Slot> {
         let mut slots = self.slots();
         if let Some(slot) = slots.get(key) {
-            *slot.limit.lock().unwrap_or_else(PoisonError::into_inner) = *limit;
             return slot.clone();
         }
         let slot = Arc::new(Slot {
-            limit: Mutex::new(*limit),
-            share: Mutex::new(Share::new()),
+            state: Mutex::new((*limit, Share::new())),
             refill: tokio::sync::Mutex::new(()),
         });
         slots.insert(key.to_string(), slot.clone());
@@ -141,20 +176,25 @@ impl RedisStore {
         limit: &Limit,
         cost: u64,
     ) -> Result<Decision, Error> {
-        let redis_key = self.redis_key(key);
-        let slot = self.shares.slot(&redis_key, limit);
-        if let Some(decision) = slot.share().take(cost, Instant::now()) {
+        if let Some(decision) = self.shares.take(key, &self.config.prefix, limit, cost) {
             return Ok(self.enforce(decision, key));
         }
+        let redis_key = self.redis_key(key);
+        let slot = self.shares.slot(&redis_key, limit);
         self.start_sweeping();
         let _refilling = slot.refill.lock().await;
         // Another task may have refilled the share meanwhile.
-        if let Some(decision) = slot.share().take(cost, Instant::now()) {
-            return Ok(self.enforce(decision, key));
+        let old_limit = slot.limit();
+        if old_limit == *limit {
+            if let Some(decision) = slot.share().take(cost, Instant::now()) {
+                return Ok(self.enforce(decision, key));
+            }
         }
         let leftover = slot.share().leftover(Instant::now());
         if let Some(leftover) = leftover {
-            if !self.give_back(&redis_key, limit, leftover).await {
+            if old_limit != *limit {
+                self.give_back(&redis_key, &old_limit, leftover).await;
+            } else if !self.give_back(&redis_key, limit, leftover).await {
                 // Redis is out: what the share held is all this process may use.
                 let mut share = slot.share();
                 share.restore(leftover, Instant::now(), self.config.share_hold);
@@ -162,6 +202,9 @@ impl RedisStore {
                     return Ok(self.enforce(decision, key));
                 }
             }
+        }
+        if old_limit != *limit {
+            *slot.state.lock().unwrap_or_else(PoisonError::into_inner) = (*limit, Share::new());
         }
         let decision = self.refill(&slot, &redis_key, limit, cost).await?;
         Ok(self.enforce(decision, key))
