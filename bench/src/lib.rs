@@ -12,6 +12,7 @@ pub mod callgrind;
 pub mod cases;
 pub mod cluster;
 pub mod driver;
+pub mod hot;
 pub mod noise;
 pub mod overhead;
 pub mod resp;

@@ -89,6 +89,7 @@ pub struct Config {
     pub(crate) local_max_entries: usize,
     pub(crate) shadow: bool,
     pub(crate) tls_ca_file: Option<PathBuf>,
+    pub(crate) share_hold: Duration,
 }
 
 impl Default for Config {
@@ -106,6 +107,7 @@ impl Default for Config {
             local_max_entries: DEFAULT_LOCAL_MAX_ENTRIES,
             shadow: false,
             tls_ca_file: None,
+            share_hold: crate::share::DEFAULT_HOLD,
         }
     }
 }
@@ -125,6 +127,7 @@ impl fmt::Debug for Config {
             .field("local_max_entries", &self.local_max_entries)
             .field("shadow", &self.shadow)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("share_hold", &self.share_hold)
             .finish()
     }
 }
@@ -321,6 +324,15 @@ impl Config {
         self
     }
 
+    /// Sets how long a process holds the units of a local share
+    /// ([`crate::Limit::with_local_batch`]) before it gives the unused ones back to Redis
+    /// (default 100 ms). Shorter gives units back sooner to other processes, at the cost of
+    /// more round trips. Zero is refused when the store is opened.
+    pub fn share_hold(mut self, hold: Duration) -> Config {
+        self.share_hold = hold;
+        self
+    }
+
     /// Sets how many keys the in-memory limiter of [`FailurePolicy::Local`] holds at most
     /// (default 100,000); beyond, it forgets the oldest.
     pub fn local_max_entries(mut self, max_entries: usize) -> Config {
@@ -410,6 +422,9 @@ impl Config {
                     mask_url(plain)
                 )));
             }
+        }
+        if self.share_hold.is_zero() {
+            return Err(Error::InvalidConfig("share_hold must be positive".into()));
         }
         if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
             return Err(Error::InvalidConfig(

@@ -27,6 +27,7 @@ mod permit;
 mod multi;
 mod reservation;
 mod script;
+mod share;
 mod store;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]

@@ -27,6 +27,8 @@ use std::time::Duration;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limit {
     core: ratelimit_core::Limit,
+    /// The local batch: 1 when every check goes to Redis.
+    batch: u64,
 }
 
 impl Limit {
@@ -58,12 +60,39 @@ impl Limit {
     /// This GCRA limit with a burst of `burst` units, 1 to 10^15. Fails for FIXED and SLIDING,
     /// which have no burst.
     pub fn with_burst(self, burst: u64) -> Result<Limit, Error> {
-        Limit::build(
-            self.algorithm(),
-            self.limit(),
-            self.core.period_ms(),
-            Some(burst),
-        )
+        Ok(Limit {
+            batch: self.batch,
+            ..Limit::build(
+                self.algorithm(),
+                self.limit(),
+                self.core.period_ms(),
+                Some(burst),
+            )?
+        })
+    }
+
+    /// This limit with local shares of `batch` units, for a hot key checked from many
+    /// processes: [`RedisStore::check`](crate::RedisStore::check) spends up to `batch` units at
+    /// once in Redis and hands them out in this process without a round trip, giving back what
+    /// it does not use within [`Config::share_hold`](crate::Config::share_hold) (100 ms by
+    /// default). All processes together never admit more than the limit; each may deny early
+    /// by at most `batch - 1` units per window. See the guide's "Hot keys".
+    ///
+    /// `batch` is 1 (no batching, the default) up to the limit's capacity. Fails with
+    /// [`Error::is_invalid_limit`] otherwise.
+    pub fn with_local_batch(self, batch: u64) -> Result<Limit, Error> {
+        if batch == 0 || batch > self.capacity() {
+            return Err(Error::InvalidLimit(format!(
+                "local batch {batch} is out of range: 1 to the limit's capacity, {}",
+                self.capacity()
+            )));
+        }
+        Ok(Limit { batch, ..self })
+    }
+
+    /// The local batch: 1 unless [`Limit::with_local_batch`] set it.
+    pub fn local_batch(&self) -> u64 {
+        self.batch
     }
 
     fn build(
@@ -74,7 +103,7 @@ impl Limit {
     ) -> Result<Limit, Error> {
         let core = ratelimit_core::Limit::new(algorithm, limit, period_ms, burst)
             .map_err(|reason| Error::InvalidLimit(reason.to_string()))?;
-        Ok(Limit { core })
+        Ok(Limit { core, batch: 1 })
     }
 
     /// The algorithm.
@@ -128,6 +157,9 @@ impl fmt::Display for Limit {
         )?;
         if self.algorithm() == Algorithm::Gcra && self.burst() != self.limit() {
             write!(f, ", burst {}", self.burst())?;
+        }
+        if self.batch > 1 {
+            write!(f, ", local batch {}", self.batch)?;
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ mod fallback;
 mod lease;
 mod recovery;
 mod selector;
+mod share;
 
 use crate::breaker::BreakerState;
 use crate::command::{Command, Reply};
@@ -67,6 +68,8 @@ pub struct RedisStore {
     connection: Arc<SharedConnection>,
     selector: Arc<BackendSelector>,
     fallback: Arc<Fallback>,
+    /// The local shares of limits with a local batch (`store/share.rs`).
+    shares: Arc<share::Shares>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -77,6 +80,7 @@ impl fmt::Debug for RedisStore {
             .field("backend", &self.backend())
             .field("on_failure", &self.config.on_failure)
             .field("shadow", &self.config.shadow)
+            .field("shared_units_held", &self.shares.held())
             .finish()
     }
 }
@@ -104,14 +108,19 @@ impl RedisStore {
             ));
         }
         let target = config.masked_target().unwrap_or_default();
+        let connection = Arc::new(SharedConnection::new(Connection::open(&config)?));
+        let selector = Arc::new(BackendSelector::new(
+            config.redetect_interval,
+            target.clone(),
+        ));
+        let fallback = Arc::new(Fallback::new(&config, target));
+        let config = Arc::new(config);
         let store = RedisStore {
-            connection: Arc::new(SharedConnection::new(Connection::open(&config)?)),
-            selector: Arc::new(BackendSelector::new(
-                config.redetect_interval,
-                target.clone(),
-            )),
-            fallback: Arc::new(Fallback::new(&config, target)),
-            config: Arc::new(config),
+            shares: RedisStore::new_shares(&config, &connection, &selector, &fallback),
+            config,
+            connection,
+            selector,
+            fallback,
         };
         tokio::spawn(store.clone().connect_at_start());
         Ok(store)
@@ -129,6 +138,10 @@ impl RedisStore {
     /// Decides one request of `cost` units on `key` (under the prefix) and, if it is admitted,
     /// spends its cost. A cost of 0 only asks.
     ///
+    /// A limit with a local batch ([`Limit::with_local_batch`]) is checked against this
+    /// process's share of it, and Redis is asked only for a new batch (see the guide's "Hot
+    /// keys").
+    ///
     /// Redis answers (the module or the script) when it can. While Redis is out, the failure
     /// policy answers instead, so an outage never fails a check. Fails only when Redis, or the
     /// in-process limiter, refuses the request for this key: `cost` above 10^15
@@ -140,8 +153,11 @@ impl RedisStore {
         limit: &Limit,
         cost: u64,
     ) -> Result<Decision, Error> {
-        self.decide(key.into(), limit, valid_cost(cost)?, false)
-            .await
+        let cost = valid_cost(cost)?;
+        if limit.local_batch() > 1 && cost > 0 {
+            return self.check_shared(key.into(), limit, cost).await;
+        }
+        self.decide(key.into(), limit, cost, false).await
     }
 
     /// [`RedisStore::check`] without spending: the decision a request of `cost` would get now.

@@ -9,7 +9,8 @@
 //!    (`INFO commandstats`), and the CPU other processes took meanwhile; a run that other load
 //!    disturbed is repeated (`--retries`), and the least disturbed attempt kept.
 //! 2. Memory: `used_memory` before and after the keys of each line of `cases::memory`.
-//! 3. The client's overhead over a raw redis-rs call, the two calls alternating.
+//! 3. The client's overhead over a raw redis-rs call, the two calls alternating; and a hot key
+//!    checked through local shares, without them, and by the in-process limiter.
 //! 4. Instructions per call: the results of `make bench-callgrind` (`--callgrind PATH`), when
 //!    present, with the date they were measured and whether they are of the current build.
 //! 5. The criterion results of `cargo bench` (run before this), read from their JSON.
@@ -151,6 +152,16 @@ fn main() {
         progress(&format!("client overhead: {overhead:?}"));
         overhead
     };
+    let hot = {
+        let server = Server::launch(&Launch {
+            cpu: pinning.map(|p| p.server),
+            ..Launch::default()
+        });
+        let hot = ratelimit_bench::hot::measure(&server, options.requests * 2);
+        server.stop();
+        progress(&format!("hot key: {hot:?}"));
+        hot
+    };
     let load_after = noise::load_average();
     let callgrind = callgrind::Results::read(&options.callgrind);
     if let Err(e) = &callgrind {
@@ -173,6 +184,7 @@ fn main() {
         memory,
         cluster,
         overhead,
+        hot,
         callgrind,
         criterion,
         seconds: started.elapsed().as_secs(),

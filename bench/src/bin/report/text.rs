@@ -116,6 +116,7 @@ pub struct Results {
     pub memory: Vec<MemoryLine>,
     pub cluster: Vec<ClusterLine>,
     pub overhead: ratelimit_bench::overhead::Overhead,
+    pub hot: ratelimit_bench::hot::HotKey,
     pub callgrind: Result<callgrind::Results, String>,
     pub criterion: Criterion,
     pub seconds: u64,
@@ -272,6 +273,7 @@ pub fn render(r: &Results) -> String {
     memory(&mut out, r);
     cluster(&mut out, r);
     criterion(&mut out, r);
+    hot_key(&mut out, r);
     let analysis = Path::new(env!("CARGO_MANIFEST_DIR")).join("analysis.md");
     match std::fs::read_to_string(&analysis) {
         Ok(text) => out.push_str(&text),
@@ -416,9 +418,70 @@ fn targets(out: &mut String, r: &Results) {
     let overhead = r.overhead.overhead_us;
     let _ = writeln!(
         out,
-        "| client overhead over a raw redis-rs call: at most 5 µs | {overhead:.1} µs | {} |\n",
+        "| client overhead over a raw redis-rs call: at most 5 µs | {overhead:.1} µs | {} |",
         mark(Some(overhead <= 5.0))
     );
+    let h = &r.hot;
+    let fewer = h.unbatched.commands_per_check / h.batched.commands_per_check;
+    let _ = writeln!(
+        out,
+        "| hot key with a local batch of {}: at least 20× fewer Redis commands per admitted check | {:.0}× | {} |",
+        ratelimit_bench::hot::BATCH,
+        fewer,
+        mark(Some(fewer >= 20.0))
+    );
+    let slower = h.share_only.ns_per_check / h.local.ns_per_check;
+    let _ = writeln!(
+        out,
+        "| hot key from its local share: within 2× the in-process limiter's ns per check | {:.0} ns vs {:.0} ns ({slower:.2}×) | {} |\n",
+        h.share_only.ns_per_check,
+        h.local.ns_per_check,
+        mark(Some(slower <= 2.0))
+    );
+}
+
+fn hot_key(out: &mut String, r: &Results) {
+    let h = &r.hot;
+    let _ = writeln!(out, "## Hot keys: local shares\n");
+    let _ = writeln!(
+        out,
+        "One key checked {} times in turn by one task on a current-thread Tokio runtime, every \
+         check admitted (`bench/src/hot.rs`): through `RedisStore::check` with a local batch of \
+         {} (`Limit::with_local_batch`: one `RATELIMIT.CHECK ... COST {}` per batch, handed out \
+         in process), through `RedisStore::check` without one ({} checks, each a round trip), \
+         from the share alone (a batch larger than the run and an hour's `share_hold`, so that \
+         the figure is the in-process path's), and through the in-process `LocalLimiter` (no \
+         Redis at all). With a batch of {}, the round trip of each batch is spread over its \
+         checks. Redis commands are \
+         `ratelimit.check` and `ratelimit.refund` calls from `INFO commandstats`.\n",
+        thousands(h.checks as f64),
+        ratelimit_bench::hot::BATCH,
+        ratelimit_bench::hot::BATCH,
+        thousands((h.checks / 10) as f64),
+        ratelimit_bench::hot::BATCH,
+    );
+    let _ = writeln!(
+        out,
+        "| | checks per second | ns per check | Redis commands per admitted check |\n|---|--:|--:|--:|"
+    );
+    for (label, line) in [
+        ("`RedisStore::check`, no batch", &h.unbatched),
+        ("`RedisStore::check`, local batch", &h.batched),
+        (
+            "`RedisStore::check` from the share alone (no round trip in the run)",
+            &h.share_only,
+        ),
+        ("`LocalLimiter::check`", &h.local),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {:.0} | {:.4} |",
+            thousands(line.checks_per_second),
+            line.ns_per_check,
+            line.commands_per_check
+        );
+    }
+    let _ = writeln!(out);
 }
 
 fn machine(out: &mut String, r: &Results) {
