@@ -126,7 +126,6 @@ impl AllDecision {
     /// Combines decisions taken one policy at a time (by a limiter that has no
     /// `RATELIMIT.MCHECK`). Their windows are unknown: a hold of FIXED or SLIDING units then
     /// gets nothing back when it is settled (it errs on the side of counting).
-    #[cfg(feature = "tower")]
     pub(crate) fn from_decisions(decisions: Vec<Decision>) -> AllDecision {
         let denied = decisions.iter().filter(|d| !d.is_admitted());
         let outcome = if denied.clone().any(|d| d.outcome == Outcome::CannotFit) {

@@ -186,6 +186,12 @@ impl Share {
         self.keep_through_outage(now, hold);
     }
 
+    /// Takes back `units` handed out by [`Share::take`] for a request that another limit then
+    /// denied: they stay this process's, usable as before.
+    pub(crate) fn put_back(&mut self, units: u64) {
+        self.held = self.held.saturating_add(units);
+    }
+
     /// Whether a denial from Redis still stands at `now`.
     pub(crate) fn is_denying(&self, now: Instant) -> bool {
         self.denied.is_some_and(|(_, until)| now < until)
@@ -347,6 +353,17 @@ mod tests {
         share.keep_through_outage(t, 100 * MS);
         assert!(share.take(1, t + 500 * MS).is_some());
         assert_eq!(share.take(1, t + 800 * MS), None);
+    }
+
+    #[test]
+    fn units_put_back_are_handed_out_again() {
+        let t = Instant::now();
+        let mut share = Share::new();
+        share.hold(1, 9, granted(0, 800), t, 100 * MS, Some(800 * MS));
+        assert!(share.take(1, t).is_some());
+        assert_eq!(share.take(1, t), None);
+        share.put_back(1);
+        assert!(share.take(1, t + 50 * MS).is_some());
     }
 
     #[test]

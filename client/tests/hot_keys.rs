@@ -272,3 +272,38 @@ fn a_batch_is_one_to_the_capacity() {
         "10 per 1s GCRA, burst 5, local batch 4"
     );
 }
+
+/// `check_all` with a batched limit takes it from the share and the others in one MCHECK; when
+/// another limit denies, the units taken go back into the share, and nothing else is spent.
+#[tokio::test]
+async fn check_all_takes_batched_limits_from_their_shares() {
+    use ratelimit_client::{Key, LimitCheck};
+    let server = Server::start(true);
+    let mut con = server.con().await;
+    let hot = Limit::fixed(100, Duration::from_secs(3600))
+        .unwrap()
+        .with_local_batch(10)
+        .unwrap();
+    let plain = Limit::fixed(3, Duration::from_secs(3600)).unwrap();
+    let store = connected(Config::new(server.url())).await;
+    let checks = [
+        LimitCheck::new(KEY, &hot, 1),
+        LimitCheck::new(Key::new("plain", "u"), &plain, 1),
+    ];
+    for i in 0..3 {
+        let all = store.check_all(&checks).await.unwrap();
+        assert!(all.is_admitted(), "request {i}: {all:?}");
+    }
+    let denied = store.check_all(&checks).await.unwrap();
+    assert!(!denied.is_admitted());
+    assert_eq!(denied.violated().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(stored_count(&mut con).await, 10, "one batch spent in Redis");
+    // 3 handed out; the denied request's unit went back: 7 remain in the share.
+    for i in 0..7 {
+        let decision = store.check(KEY, &hot, 1).await.unwrap();
+        assert!(decision.is_admitted(), "unit {i}: {decision:?}");
+    }
+    assert_eq!(stored_count(&mut con).await, 10, "all from the share");
+    assert!(store.check(KEY, &hot, 1).await.unwrap().is_admitted());
+    assert_eq!(stored_count(&mut con).await, 20, "then a new batch");
+}

@@ -51,6 +51,9 @@ impl RedisStore {
     /// or a cost is above 10^15 ([`Error::is_invalid_argument`], [`Error::is_invalid_limit`]),
     /// when a key holds other data ([`Error::is_data_error`]), and on `CROSSSLOT`.
     pub async fn check_all(&self, checks: &[LimitCheck<'_>]) -> Result<AllDecision, Error> {
+        if checks.iter().any(|check| check.limit.local_batch() > 1) {
+            return self.check_all_shared(checks).await;
+        }
         self.decide_all(checks, Spend::Decided).await
     }
 

@@ -8,11 +8,13 @@
 
 use super::RedisStore;
 use crate::command::Command;
+use crate::command::Spend;
 use crate::config::{Config, FailurePolicy};
 use crate::decision::{Backend, Decision, Outcome};
 use crate::error::Error;
 use crate::key::Key;
 use crate::limit::Limit;
+use crate::multi::{valid_checks, AllDecision, LimitCheck};
 use crate::share::{Leftover, Share};
 use foldhash::quality::RandomState;
 use quanta::Instant;
@@ -208,6 +210,81 @@ impl RedisStore {
         }
         let decision = self.refill(&slot, &redis_key, limit, cost).await?;
         Ok(self.enforce(decision, key))
+    }
+
+    /// [`RedisStore::check_all`] when some limits have a local batch: those are taken from their
+    /// shares first (no round trip while they hold units), then the others in one `MCHECK`.
+    /// All or nothing still: when any limit denies, the units taken from the shares are put
+    /// back in them and nothing is spent in Redis. Their windows are unknown to a
+    /// [`crate::Hold`], so a batched limit is not settled ([`RedisStore::settle`] does nothing
+    /// for it).
+    pub(crate) async fn check_all_shared(
+        &self,
+        checks: &[LimitCheck<'_>],
+    ) -> Result<AllDecision, Error> {
+        valid_checks(checks, &self.config.prefix)?;
+        let mut decisions: Vec<Option<Decision>> = vec![None; checks.len()];
+        let mut taken: Vec<usize> = Vec::new();
+        let mut denied = false;
+        for (index, check) in checks.iter().enumerate() {
+            if check.limit.local_batch() <= 1 || check.cost == 0 {
+                continue;
+            }
+            let decision = self
+                .check_shared(check.key, check.limit, check.cost)
+                .await?;
+            if decision.is_admitted() {
+                taken.push(index);
+            } else {
+                denied = true;
+            }
+            decisions[index] = Some(decision);
+            if denied {
+                break;
+            }
+        }
+        let rest: Vec<usize> = (0..checks.len())
+            .filter(|&i| decisions[i].is_none() && checks[i].limit.local_batch() <= 1)
+            .collect();
+        if !rest.is_empty() {
+            let others: Vec<LimitCheck<'_>> = rest.iter().map(|&i| checks[i]).collect();
+            let spend = if denied {
+                Spend::DryRun
+            } else {
+                Spend::Decided
+            };
+            let all = self.decide_all(&others, spend).await?;
+            denied |= !all.is_admitted();
+            for (&i, decision) in rest.iter().zip(all.decisions) {
+                decisions[i] = Some(decision);
+            }
+        }
+        if denied {
+            for &i in &taken {
+                self.put_back(checks[i].key, checks[i].limit, checks[i].cost);
+            }
+        }
+        // Batched limits after the one that denied were not asked: their standing is Redis's.
+        for (index, check) in checks.iter().enumerate() {
+            if decisions[index].is_none() {
+                decisions[index] = Some(
+                    self.check_dry_run(check.key, check.limit, check.cost)
+                        .await?,
+                );
+            }
+        }
+        let mut all = AllDecision::from_decisions(decisions.into_iter().flatten().collect());
+        if denied && all.is_admitted() {
+            all.outcome = Outcome::RetryAfter(Duration::ZERO);
+        }
+        Ok(all)
+    }
+
+    /// Puts `units` back in the share of `key`.
+    fn put_back(&self, key: Key<'_>, limit: &Limit, units: u64) {
+        let redis_key = self.redis_key(key);
+        let slot = self.shares.slot(&redis_key, limit);
+        slot.share().put_back(units);
     }
 
     /// Spends a batch in Redis for `slot` and hands `cost` of it out: `batch` units, or those
