@@ -86,7 +86,8 @@ servers:
 # The Python package: a virtualenv in target/python-venv with the pinned test dependencies of
 # python/requirements-test.txt (installed again only when that file changes), the package
 # installed from python/ as pip ships it (not editable, so the tests read the copied Lua
-# files), and the Rust client's example, which the tests run against the same servers. pytest
+# files), and the Rust client's example, which the tests run against the same servers (built
+# with make test's flags, so that it reuses that build rather than compiling the client again). pytest
 # starts its own servers: with the module, without it, and a closed port. REDIS_SERVER picks
 # another redis-server binary.
 PYTHON    ?= python3
@@ -95,7 +96,7 @@ PY_STAMP  := $(PY_VENV)/requirements-test.txt
 
 .PHONY: test-python
 test-python: build
-	$(CARGO) build --release -p ratelimit-client --example check
+	$(CARGO) build --release --workspace --all-features --example check
 	@[ -x "$(PY_VENV)/bin/python" ] || $(PYTHON) -m venv "$(PY_VENV)"
 	@cmp -s python/requirements-test.txt "$(PY_STAMP)" || { \
 		"$(PY_VENV)/bin/pip" install --quiet --disable-pip-version-check -r python/requirements-test.txt && \
