@@ -219,7 +219,8 @@ const DOCS: [Doc; 8] = [
     Doc {
         name: c"ratelimit.top",
         summary: c"Lists the keys this node denied most often, or forgets them",
-        complexity: c"O(M log M) where M is the top-keys setting",
+        complexity:
+            c"O(M + C log C) where M is the number of keys in the summary and C the count asked",
         since: c"2.0.0",
         history: &[],
         arity: -1,
