@@ -104,11 +104,20 @@ pub fn acquire(limit: u64, lease_ms: u64, now_ms: u64, live: Live) -> Acquired {
 /// out again, since the clock moves on: a late release by a crashed holder cannot free another's
 /// slot.
 pub fn auto_id(now_us: u64, is_live: impl Fn(&str) -> bool) -> String {
+    auto_id_after(now_us, 0, is_live)
+}
+
+/// [`auto_id`] among the IDs of `now_us` past the `after`-th (the bare clock is the first,
+/// `now_us-n` the n-th): for a node that has already handed out the first `after` while its clock
+/// stood still. It starts there rather than testing those again, so that handing out many IDs at
+/// one clock reading (a whole `MULTI` or script on servers whose clock is cached) costs the same
+/// for each.
+pub fn auto_id_after(now_us: u64, after: u64, is_live: impl Fn(&str) -> bool) -> String {
     let base = now_us.to_string();
-    if !is_live(&base) {
+    if after == 0 && !is_live(&base) {
         return base;
     }
-    (2u64..)
+    (after.max(1).saturating_add(1)..=u64::MAX)
         .map(|n| format!("{base}-{n}"))
         .find(|id| !is_live(id))
         .unwrap_or(base)
@@ -346,5 +355,19 @@ mod tests {
         assert_eq!(auto_id(1234, |_| false), "1234");
         assert_eq!(auto_id(1234, |id| id == "1234"), "1234-2");
         assert_eq!(auto_id(1234, |id| id == "1234" || id == "1234-2"), "1234-3");
+    }
+
+    #[test]
+    fn automatic_ids_go_on_past_the_ones_handed_out() {
+        assert_eq!(auto_id_after(1234, 1, |_| false), "1234-2");
+        assert_eq!(auto_id_after(1234, 7, |_| false), "1234-8");
+        assert_eq!(auto_id_after(1234, 7, |id| id == "1234-8"), "1234-9");
+        // Each is tested once: the IDs handed out before are not tested again.
+        let tested = std::cell::Cell::new(0);
+        let id = auto_id_after(1234, 1_000_000, |_| {
+            tested.set(tested.get() + 1);
+            false
+        });
+        assert_eq!((id.as_str(), tested.get()), ("1234-1000001", 1));
     }
 }

@@ -12,11 +12,12 @@ use std::sync::{Mutex, PoisonError};
 /// The last automatic ID this node handed out: its clock, and its `n` (1 for the bare clock).
 static LAST_AUTOMATIC: Mutex<(u64, u64)> = Mutex::new((0, 0));
 
-/// A new automatic lease ID: [`lease::auto_id`] of the clock, skipping the IDs this node
-/// already handed out at that clock. `auto_id` alone skips only the live leases, so while the
-/// clock stands still (a millisecond before Redis 7.2, a whole script or `MULTI` after) a
-/// released lease's ID would be handed out again, and a late RELEASE by its first holder would
-/// free the second's slot. Should the clock go back, the IDs go on from the last one's clock.
+/// A new automatic lease ID: [`lease::auto_id`] of the clock, past the IDs this node already
+/// handed out at that clock ([`lease::auto_id_after`]). `auto_id` alone skips only the live
+/// leases, so while the clock stands still (a millisecond before Redis 7.2, a whole script or
+/// `MULTI` after) a released lease's ID would be handed out again, and a late RELEASE by its
+/// first holder would free the second's slot. Should the clock go back, the IDs go on from the
+/// last one's clock.
 fn automatic_id(now_us: u64, key: &LeaseKey) -> Vec<u8> {
     let mut last = LAST_AUTOMATIC
         .lock()
@@ -26,7 +27,7 @@ fn automatic_id(now_us: u64, key: &LeaseKey) -> Vec<u8> {
         Some((_, n)) => n.parse().unwrap_or(u64::MAX),
         None => 1,
     };
-    let id = lease::auto_id(clock, |id| n_of(id) <= handed || key.holds(id.as_bytes()));
+    let id = lease::auto_id_after(clock, handed, |id| key.holds(id.as_bytes()));
     *last = (clock, n_of(&id));
     id.into_bytes()
 }
