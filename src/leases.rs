@@ -9,7 +9,7 @@
 use crate::args::Command;
 use crate::error::Error;
 use ratelimit_core::lease::{Holder, Live};
-use ratelimit_core::Encoded;
+use ratelimit_core::{Encoded, MAX_TIME_MS};
 use redis_module::{raw, Context, RedisString};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_longlong};
@@ -413,12 +413,15 @@ impl<'a> LeaseKey<'a> {
 }
 
 /// A score as whole milliseconds: scores the module writes are whole; another sorted set's are
-/// rounded up (toward a later expiry), and negative or non-numbers read as 0.
+/// rounded up (toward a later expiry), negative or non-numbers read as 0, and scores past
+/// [`MAX_TIME_MS`] (2^53 - 1, about 285,000 years; `+inf` among them) as that: so the key's
+/// expiry, set to its latest lease's, is one every server accepts in a replicated `PEXPIREAT`,
+/// and reads back as set.
 fn score_ms(score: f64) -> u64 {
     if score.is_nan() || score <= 0.0 {
         0
-    } else if score >= u64::MAX as f64 {
-        u64::MAX
+    } else if score >= MAX_TIME_MS as f64 {
+        MAX_TIME_MS
     } else {
         score.ceil() as u64
     }

@@ -1480,3 +1480,64 @@ fn leases_route_in_a_cluster_and_survive_cluster_failover() {
         assert_leases_go_on(&mut client, |k| format!("{{{tag}}}:{k}"), held);
     }
 }
+
+/// A hand-made lease set may hold scores no lease of the module has (`1e19`, `+inf`): they read
+/// as the longest time the module reports, 2^53 - 1 ms, and the key's expiry is set to that,
+/// which every server accepts in the replicated `PEXPIREAT`. The replica then holds the same
+/// expiry, and a later denial finds it right and writes nothing (it used to rewrite it, and
+/// replicate a `PEXPIREAT` past 2^63 that replicas refused, on every touch).
+#[test]
+fn scores_past_the_longest_time_read_as_it_everywhere() {
+    skip_if_external!("needs a replica");
+    const LONGEST: u64 = (1 << 53) - 1;
+    let (master, replica) = quiet_master_and_replica(&[]);
+    let mut con = master.con();
+    let mut on_replica = replica.con();
+    let has_pet = has_command(&mut con, "pexpiretime");
+    for (key, score) in [
+        ("big", "1e19"),
+        ("inf", "+inf"),
+        ("edge", "9007199254740993"),
+    ] {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(key)
+            .arg(score)
+            .arg("far")
+            .query(&mut con)
+            .unwrap();
+        let reply = acquire(&mut con, &[key, "2", "10s", "ID", "a"]);
+        assert!(reply.is_allowed(), "{key}: {reply:?}");
+        if has_pet {
+            assert_eq!(expire_at_ms(&mut con, key, true), Some(LONGEST), "{key}");
+        }
+        wait_for_replica(&mut con);
+        let before = key_state(&mut con, key, has_pet);
+        let offset = master_offset(&mut con);
+        assert!(!acquire(&mut con, &[key, "2", "10s", "ID", "b"]).is_allowed());
+        assert_eq!(release(&mut con, key, "nobody"), 0);
+        assert_eq!(
+            master_offset(&mut con),
+            offset,
+            "{key}: a denial propagated"
+        );
+        assert_key_unchanged(&mut con, key, &before, has_pet);
+        let r_pet = has_command(&mut on_replica, "pexpiretime");
+        let on_master = expire_at_ms(&mut con, key, has_pet).unwrap();
+        let there = expire_at_ms(&mut on_replica, key, r_pet)
+            .unwrap_or_else(|| panic!("{key}: no expiry on the replica"));
+        assert!(
+            there.abs_diff(on_master) <= expiry_tolerance_ms(has_pet) + expiry_tolerance_ms(r_pet),
+            "{key}: replica {there}, master {on_master}"
+        );
+        let members = |con: &mut redis::Connection| -> Vec<String> {
+            redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(con)
+                .unwrap()
+        };
+        assert_eq!(members(&mut on_replica), members(&mut con), "{key}");
+    }
+}

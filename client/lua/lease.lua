@@ -35,11 +35,15 @@ local function read_leases(key)
   return record
 end
 
--- A score as whole milliseconds, rounded up, as leases.rs's score_ms.
+-- A score as whole milliseconds, rounded up, at most 2^53 - 1 (`inf` among the larger), as
+-- leases.rs's score_ms.
 local function score_ms(text)
   local score = tonumber(text)
   if score <= 0 then
     return 0
+  end
+  if score >= 9007199254740991 then
+    return 9007199254740991
   end
   return math.ceil(score)
 end
@@ -83,12 +87,27 @@ local function expire_with_latest(key, current)
   end
 end
 
+-- The module's error for a lease ID that is not 1 to 128 bytes, or nil: the ID echoed as the
+-- module echoes arguments (printable ASCII, others as '?', cut after 64 bytes with '...').
+local function invalid_id(id)
+  if #id >= 1 and #id <= 128 then
+    return nil
+  end
+  local shown = (id:sub(1, 64):gsub('[^\32-\126]', '?'))
+  if #id > 64 then
+    shown = shown .. '...'
+  end
+  return { err = "ERR invalid lease ID '" .. shown .. "': expected 1 to 128 bytes" }
+end
+
 local function acquire(keys, argv)
   local key = keys[1]
   local limit, lease_ms = tonumber(argv[2]), tonumber(argv[3])
   local id = argv[4]
   if id == '' then
     id = nil
+  elseif invalid_id(id) then
+    return invalid_id(id)
   end
   local record, err = read_leases(key)
   if not record then
@@ -154,6 +173,9 @@ end
 
 local function release(keys, argv)
   local key = keys[1]
+  if invalid_id(argv[2]) then
+    return invalid_id(argv[2])
+  end
   local record, err = read_leases(key)
   if not record then
     return err

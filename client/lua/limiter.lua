@@ -3,10 +3,17 @@
 -- The key's value, decoded and checked against the algorithm the caller expects, with its
 -- expiry. Returns a record { found = algorithm or nil when the key is absent, a, b, c = the
 -- decoded fields, expire_at or ttl }, or nil and the error reply (WRONGTYPE, not a limiter,
--- another algorithm).
+-- another algorithm; `algorithm` nil accepts any).
 --
 -- PEXPIRETIME (7.0+) reads the expiry exactly. 6.2 only has PTTL, kept in `ttl` and made absolute
 -- by `read_clock`.
+-- The error of a key holding a `found` limiter read for `algorithm` (nil: any), or nil.
+local function wrong_algorithm(found, algorithm)
+  if found and algorithm and found ~= algorithm then
+    return { err = 'ERR the key holds a ' .. found .. ' limiter, not ' .. algorithm }
+  end
+end
+
 local function read_limiter(key, algorithm)
   local value = get_value(key)
   if type(value) == 'table' then
@@ -20,8 +27,9 @@ local function read_limiter(key, algorithm)
   if not found then
     return nil, { err = NOT_A_LIMITER }
   end
-  if found ~= algorithm then
-    return nil, { err = 'ERR the key holds a ' .. found .. ' limiter, not ' .. algorithm }
+  local wrong = wrong_algorithm(found, algorithm)
+  if wrong then
+    return nil, wrong
   end
   record.found, record.a, record.b, record.c = found, a, b, c
   local at = redis.pcall('PEXPIRETIME', key)

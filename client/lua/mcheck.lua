@@ -20,11 +20,18 @@ local function mcheck(keys, argv)
     local at = 3 + (i - 1) * 5
     policies[i] = read_policy(argv, at)
     costs[i] = tonumber(argv[at + 4])
-    local record, err = read_limiter(keys[i], policies[i].algorithm)
+    local record, err = read_limiter(keys[i], nil)
     if not record then
       return err
     end
     records[i] = record
+  end
+  -- As the module: every key is read (WRONGTYPE, not a limiter) before any algorithm is checked.
+  for i = 1, n do
+    local wrong = wrong_algorithm(records[i].found, policies[i].algorithm)
+    if wrong then
+      return wrong
+    end
   end
   local test_clock, force_exact = argv[3 + n * 5], argv[4 + n * 5] == '1'
   local now_us = read_clock(test_clock, records)
@@ -47,7 +54,9 @@ local function mcheck(keys, argv)
   for i = 1, n do
     local change = changes[i]
     if not allowed and not force and change and change[1] == 'store' then
-      change = nil
+      -- Nothing is spent; a key without expiry still gets the repair of a request of cost 0.
+      local _, repair_change = decide_limiter(records[i], policies[i], now_us, 0, false, force_exact)
+      change = repair_change
     end
     if not dry_run then
       apply_change(keys[i], change)

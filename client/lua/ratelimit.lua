@@ -757,6 +757,11 @@ local function sliding(limit, period_ms, state, now_us, cost, force, force_exact
   end
   local spends = cost > 0 and (fits or force)
   if spends then
+    if kind == 'held' then
+      -- Held counts are stored again as the current window's, on this period.
+      current = previous + current
+      previous = 0
+    end
     current = current + cost
     if current > MAX_STORED then
       current = MAX_STORED
@@ -1106,10 +1111,17 @@ end
 -- The key's value, decoded and checked against the algorithm the caller expects, with its
 -- expiry. Returns a record { found = algorithm or nil when the key is absent, a, b, c = the
 -- decoded fields, expire_at or ttl }, or nil and the error reply (WRONGTYPE, not a limiter,
--- another algorithm).
+-- another algorithm; `algorithm` nil accepts any).
 --
 -- PEXPIRETIME (7.0+) reads the expiry exactly. 6.2 only has PTTL, kept in `ttl` and made absolute
 -- by `read_clock`.
+-- The error of a key holding a `found` limiter read for `algorithm` (nil: any), or nil.
+local function wrong_algorithm(found, algorithm)
+  if found and algorithm and found ~= algorithm then
+    return { err = 'ERR the key holds a ' .. found .. ' limiter, not ' .. algorithm }
+  end
+end
+
 local function read_limiter(key, algorithm)
   local value = get_value(key)
   if type(value) == 'table' then
@@ -1123,8 +1135,9 @@ local function read_limiter(key, algorithm)
   if not found then
     return nil, { err = NOT_A_LIMITER }
   end
-  if found ~= algorithm then
-    return nil, { err = 'ERR the key holds a ' .. found .. ' limiter, not ' .. algorithm }
+  local wrong = wrong_algorithm(found, algorithm)
+  if wrong then
+    return nil, wrong
   end
   record.found, record.a, record.b, record.c = found, a, b, c
   local at = redis.pcall('PEXPIRETIME', key)
@@ -1298,11 +1311,18 @@ local function mcheck(keys, argv)
     local at = 3 + (i - 1) * 5
     policies[i] = read_policy(argv, at)
     costs[i] = tonumber(argv[at + 4])
-    local record, err = read_limiter(keys[i], policies[i].algorithm)
+    local record, err = read_limiter(keys[i], nil)
     if not record then
       return err
     end
     records[i] = record
+  end
+  -- As the module: every key is read (WRONGTYPE, not a limiter) before any algorithm is checked.
+  for i = 1, n do
+    local wrong = wrong_algorithm(records[i].found, policies[i].algorithm)
+    if wrong then
+      return wrong
+    end
   end
   local test_clock, force_exact = argv[3 + n * 5], argv[4 + n * 5] == '1'
   local now_us = read_clock(test_clock, records)
@@ -1325,7 +1345,9 @@ local function mcheck(keys, argv)
   for i = 1, n do
     local change = changes[i]
     if not allowed and not force and change and change[1] == 'store' then
-      change = nil
+      -- Nothing is spent; a key without expiry still gets the repair of a request of cost 0.
+      local _, repair_change = decide_limiter(records[i], policies[i], now_us, 0, false, force_exact)
+      change = repair_change
     end
     if not dry_run then
       apply_change(keys[i], change)
@@ -1433,11 +1455,15 @@ local function read_leases(key)
   return record
 end
 
--- A score as whole milliseconds, rounded up, as leases.rs's score_ms.
+-- A score as whole milliseconds, rounded up, at most 2^53 - 1 (`inf` among the larger), as
+-- leases.rs's score_ms.
 local function score_ms(text)
   local score = tonumber(text)
   if score <= 0 then
     return 0
+  end
+  if score >= 9007199254740991 then
+    return 9007199254740991
   end
   return math.ceil(score)
 end
@@ -1481,12 +1507,27 @@ local function expire_with_latest(key, current)
   end
 end
 
+-- The module's error for a lease ID that is not 1 to 128 bytes, or nil: the ID echoed as the
+-- module echoes arguments (printable ASCII, others as '?', cut after 64 bytes with '...').
+local function invalid_id(id)
+  if #id >= 1 and #id <= 128 then
+    return nil
+  end
+  local shown = (id:sub(1, 64):gsub('[^\32-\126]', '?'))
+  if #id > 64 then
+    shown = shown .. '...'
+  end
+  return { err = "ERR invalid lease ID '" .. shown .. "': expected 1 to 128 bytes" }
+end
+
 local function acquire(keys, argv)
   local key = keys[1]
   local limit, lease_ms = tonumber(argv[2]), tonumber(argv[3])
   local id = argv[4]
   if id == '' then
     id = nil
+  elseif invalid_id(id) then
+    return invalid_id(id)
   end
   local record, err = read_leases(key)
   if not record then
@@ -1552,6 +1593,9 @@ end
 
 local function release(keys, argv)
   local key = keys[1]
+  if invalid_id(argv[2]) then
+    return invalid_id(argv[2])
+  end
   local record, err = read_leases(key)
   if not record then
     return err

@@ -143,6 +143,11 @@ local function sliding(limit, period_ms, state, now_us, cost, force, force_exact
   end
   local spends = cost > 0 and (fits or force)
   if spends then
+    if kind == 'held' then
+      -- Held counts are stored again as the current window's, on this period.
+      current = previous + current
+      previous = 0
+    end
     current = current + cost
     if current > MAX_STORED then
       current = MAX_STORED

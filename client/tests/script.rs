@@ -1567,3 +1567,151 @@ async fn errors_match_the_module() {
     assert!(!backend.reset(&mut conn, "absent").await.unwrap());
     println!("{compared} error replies compared");
 }
+
+/// Inputs where the module and the script once answered differently (an outside differential
+/// fuzz): an MCHECK whose keys hold several wrong things answers the module's error (every key is
+/// read before any algorithm is checked); lease IDs of 0 or 129 bytes are refused with the
+/// module's message; and a hand-made lease score past 2^53 - 1 ms (`1e19`, `+inf`) reads as that
+/// on both sides, so the script no longer fails in its `PEXPIREAT` after having written.
+#[tokio::test]
+async fn module_and_script_agree_on_odd_inputs() {
+    let server = Server::start(true);
+    let mut conn = server.con().await;
+    let script = redis::Script::new(ratelimit_client::LUA_SCRIPT);
+    let error_of = |result: redis::RedisResult<redis::Value>| -> String {
+        match result {
+            Err(error) => format!("{error:?}"),
+            Ok(value) => panic!("not an error: {value:?}"),
+        }
+    };
+
+    // Two bad keys: a SLIDING state under a GCRA policy, then a value that is no limiter.
+    for (a, b) in [("{o}m:a", "{o}m:b"), ("{o}s:a", "{o}s:b")] {
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(a)
+            .arg("s:5:0:60")
+            .arg("PX")
+            .arg(100_000)
+            .ignore()
+            .cmd("SET")
+            .arg(b)
+            .arg(" 5")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let module = redis::cmd("RATELIMIT.MCHECK")
+        .arg(2)
+        .arg("{o}m:a")
+        .arg("{o}m:b")
+        .arg("LIMIT")
+        .arg(10)
+        .arg("1h")
+        .arg("ALGORITHM")
+        .arg("GCRA")
+        .arg("LIMIT")
+        .arg(2)
+        .arg("1h")
+        .query_async::<redis::Value>(&mut conn)
+        .await;
+    let argv: Vec<String> = [
+        "0", "GCRA", "10", "3600000", "0", "1", "FIXED", "2", "3600000", "0", "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut invocation = script.prepare_invoke();
+    invocation.key("{o}s:a").key("{o}s:b").arg("mcheck");
+    for arg in &argv {
+        invocation.arg(arg);
+    }
+    let from_script = invocation.invoke_async::<redis::Value>(&mut conn).await;
+    let (module, from_script) = (error_of(module), error_of(from_script));
+    assert!(module.contains("not a rate limiter state"), "{module}");
+    assert_eq!(module, from_script);
+
+    // Lease IDs out of bounds.
+    let long = "x".repeat(129);
+    for (command, module_args, script_args) in [
+        ("RATELIMIT.RELEASE", vec!["ol:m", ""], vec!["release", ""]),
+        (
+            "RATELIMIT.ACQUIRE",
+            vec!["ol:m", "5", "10s", "ID", long.as_str()],
+            vec!["acquire", "5", "10000", long.as_str()],
+        ),
+    ] {
+        let module = error_of(
+            redis::cmd(command)
+                .arg(&module_args)
+                .query_async(&mut conn)
+                .await,
+        );
+        let mut invocation = script.prepare_invoke();
+        invocation.key("ol:s");
+        for arg in &script_args {
+            invocation.arg(*arg);
+        }
+        let from_script = error_of(invocation.invoke_async(&mut conn).await);
+        assert!(module.contains("invalid lease ID"), "{module}");
+        assert_eq!(module, from_script);
+    }
+
+    // Scores past the longest time.
+    const LONGEST: i64 = (1 << 53) - 1;
+    for score in ["1e19", "+inf"] {
+        let (m, s) = (format!("oz:m:{score}"), format!("oz:s:{score}"));
+        for key in [&m, &s] {
+            let _: i64 = redis::cmd("ZADD")
+                .arg(key)
+                .arg(score)
+                .arg("far")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let module: Vec<redis::Value> = redis::cmd("RATELIMIT.ACQUIRE")
+            .arg(&m)
+            .arg(5)
+            .arg("1h")
+            .arg("ID")
+            .arg("a")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let from_script: Vec<redis::Value> = script
+            .key(&s)
+            .arg("acquire")
+            .arg(5)
+            .arg(3_600_000)
+            .arg("a")
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(module[..3], from_script[..3], "{score}");
+        assert_eq!(module[5], from_script[5], "{score}");
+        for key in [&m, &s] {
+            let at: i64 = redis::cmd("PEXPIRETIME")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(LONGEST);
+            assert_eq!(at, LONGEST, "{key}");
+        }
+        let module: i64 = redis::cmd("RATELIMIT.RELEASE")
+            .arg(&m)
+            .arg("far")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let from_script: i64 = script
+            .key(&s)
+            .arg("release")
+            .arg("far")
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!((module, from_script), (1, 1), "{score}");
+    }
+}

@@ -271,9 +271,17 @@ pub fn decide_all(
         }
     };
     if !allowed && !force {
-        for outcome in &mut outcomes {
+        // Nothing is spent anywhere. A key without expiry still gets the repair a denied
+        // request would give it alone, whether its own policy admitted the request or not:
+        // the change of a request of cost 0, which spends nothing.
+        for (outcome, policy) in outcomes.iter_mut().zip(policies) {
             if !outcome.change.is_repair() {
-                outcome.change = Change::Keep;
+                outcome.change = match outcome.change {
+                    Change::Store(_) => {
+                        decide(policy.limit, policy.state, now_us, 0, false)?.change
+                    }
+                    _ => Change::Keep,
+                };
             }
         }
     }

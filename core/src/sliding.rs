@@ -198,6 +198,12 @@ pub(crate) fn decide(
         }
     };
     let spends = cost > 0 && (fits || force);
+    // Held counts are stored again as the current window's, on this period: they then count in
+    // full until this window ends, as the units this request spends do, and decay over the next.
+    let (previous, current) = match hold {
+        Ok(_) if spends => (0, previous.saturating_add(current)),
+        _ => (previous, current),
+    };
     let (decision, change) = match hold {
         _ if spends => {
             let current = current.saturating_add(cost).min(MAX_STORED_COUNT);

@@ -4,7 +4,7 @@
 mod common;
 use common::Op::*;
 use common::*;
-use ratelimit_core::{Algorithm, Limit};
+use ratelimit_core::{decide_all, Algorithm, Change, Limit, Policy, State};
 
 const START: u64 = EPOCH_ALIGNED_US + 123_456;
 
@@ -107,4 +107,55 @@ fn a_wrapped_gcra_value_without_expiry_heals_within_one_tolerance() {
         sim.advance_us(2_000);
         assert!(sim.check(max, false).allowed, "{stored}: healed");
     }
+}
+
+/// A denied MCHECK spends nothing, but every key without expiry among its policies gets the
+/// repair a denied request would give it alone: also the keys whose own policy admitted it.
+#[test]
+fn a_denied_mcheck_repairs_every_key_without_expiry() {
+    let full = Limit::new(Algorithm::Fixed, 2, 60_000, None).unwrap();
+    let roomy = Limit::new(Algorithm::Fixed, 5, 60_000, None).unwrap();
+    let gcra = Limit::new(Algorithm::Gcra, 5, 60_000, None).unwrap();
+    let over = State::decode(b"5", None).unwrap();
+    let under = State::decode(b"1", None).unwrap();
+    let spent_long_ago = State::decode(b"-1", None).unwrap();
+    let with_expiry = State::decode(b"1", Some(START / 1000 + 1_000)).unwrap();
+    let policies = [
+        Policy {
+            limit: &full,
+            state: Some(&over),
+            cost: 1,
+        },
+        Policy {
+            limit: &roomy,
+            state: Some(&under),
+            cost: 1,
+        },
+        Policy {
+            limit: &gcra,
+            state: Some(&spent_long_ago),
+            cost: 1,
+        },
+        Policy {
+            limit: &roomy,
+            state: Some(&with_expiry),
+            cost: 1,
+        },
+    ];
+    let all = decide_all(&policies, START, false).unwrap();
+    assert!(!all.allowed);
+    let window_end = START / 1000 + 60_000;
+    let changes: Vec<Change> = all.outcomes.iter().map(|o| o.change).collect();
+    assert_eq!(
+        changes,
+        [
+            Change::Expire(window_end),
+            Change::Expire(window_end),
+            Change::Delete,
+            Change::Keep,
+        ]
+    );
+    // Each policy's decision is still the one it gave: the second and third admitted alone.
+    let allowed: Vec<bool> = all.outcomes.iter().map(|o| o.decision.allowed).collect();
+    assert_eq!(allowed, [false, true, true, true]);
 }

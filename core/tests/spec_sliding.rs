@@ -107,3 +107,34 @@ fn a_shorter_period_holds_what_was_spent() {
     ];
     run_steps(&mut sim, START, &steps);
 }
+
+/// Held counts that leave room admit a request, and that request stores them again, in full,
+/// as the current window's on the new period: nothing of them decays at once (they were kept as
+/// the new period's previous window, and three more requests got in).
+#[test]
+fn an_admitted_request_keeps_the_held_counts_in_full() {
+    let minute = Limit::new(Algorithm::Sliding, 10, 60_000, None).unwrap();
+    let mut sim = Sim::new(minute, START + 30_000_000);
+    assert!(sim.check(4, false).allowed);
+    sim.now_us = START + 90_000_000;
+    assert!(sim.check(5, false).allowed);
+    // Previous window 4, current 5: the key expires 3 minutes after the start.
+    sim.limit = Limit::new(Algorithm::Sliding, 10, 10_000, None).unwrap();
+    sim.limit_changed = true;
+    #[rustfmt::skip]
+    let steps = [
+        step(98_500, Op::Quota, 1, (1, 1, 81_500, 0)), // 9 held, until the old expiry
+        step(98_500, Op::Check, 1, (1, 0, 11_500, 0)), // 10 in this 10 s window
+        step(98_600, Op::Check, 1, (0, 0, 11_400, 2_400)),
+        step(99_999, Op::Check, 1, (0, 0, 10_001, 1_001)),
+    ];
+    run_steps(&mut sim, START, &steps);
+    let window = (START + 98_500_000) / 10_000_000;
+    assert_eq!(
+        sim.stored(),
+        Some((
+            format!("s:{window}:0:10").into_bytes(),
+            Some((window + 2) * 10_000)
+        ))
+    );
+}

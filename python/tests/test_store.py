@@ -192,6 +192,8 @@ def test_invalid_arguments_raise_before_any_call(store) -> None:
         lambda: store.increment("c", 0),
         lambda: store.acquire("l", 0, 10),
         lambda: store.acquire("l", 1, 10, id="x" * 129),
+        lambda: store.release("l", ""),
+        lambda: store.release("l", "x" * 129),
         lambda: store.reserve("r", 10, 60, estimate=-5),
     ]:
         with pytest.raises(ValueError):

@@ -112,3 +112,42 @@ def test_the_memory_limiter_is_bounded() -> None:
     memory.check("new", limit, 1, now_us=5_000_000)
     assert len(memory) <= 3
     assert memory.quota("k4", limit, now_us=5_000_000).remaining == 1, "expired: absent"
+
+
+def test_a_denied_mcheck_repairs_every_key_without_expiry() -> None:
+    from redis_ratelimit.core import DELETE, KEEP, Expire, Policy, decide_all, decode
+
+    now_us = 5 * 315_360_000_000_000 + 123_456
+    full, roomy = Limit(FIXED, 2, 60_000), Limit(FIXED, 5, 60_000)
+    gcra = Limit(GCRA, 5, 60_000)
+    policies = [
+        Policy(full, decode(b"5", None), 1),
+        Policy(roomy, decode(b"1", None), 1),
+        Policy(gcra, decode(b"-1", None), 1),
+        Policy(roomy, decode(b"1", now_us // 1000 + 1_000), 1),
+    ]
+    outcome = decide_all(policies, now_us)
+    assert not outcome.allowed
+    window_end = now_us // 1000 + 60_000
+    assert [o.change for o in outcome.outcomes] == [Expire(window_end), Expire(window_end), DELETE, KEEP]
+    assert [o.decision.allowed for o in outcome.outcomes] == [False, True, True, True]
+
+
+def test_an_admitted_request_keeps_the_held_sliding_counts_in_full() -> None:
+    from redis_ratelimit.core import SLIDING, apply, decide, encode, quota
+
+    start = 5 * 315_360_000_000_000
+    minute, ten_seconds = Limit(SLIDING, 10, 60_000), Limit(SLIDING, 10, 10_000)
+    state = None
+    for at_us, cost in [(30_000_000, 4), (90_000_000, 5)]:
+        outcome = decide(minute, state, start + at_us, cost)
+        assert outcome.decision.allowed
+        state = apply(outcome.change, state)
+    now = start + 98_500_000
+    assert quota(ten_seconds, state, now, 1).remaining == 1
+    outcome = decide(ten_seconds, state, now, 1)
+    assert (outcome.decision.allowed, outcome.decision.remaining) == (True, 0)
+    state = apply(outcome.change, state)
+    window = now // 10_000_000
+    assert encode(state) == f"s:{window}:0:10".encode()
+    assert not decide(ten_seconds, state, now + 100_000, 1).decision.allowed

@@ -166,7 +166,7 @@ class RedisStore(StoreBase):
 
     async def release(self, key: str, id: str) -> bool:
         """Releases a lease; see :meth:`redis_ratelimit.RedisStore.release`."""
-        return await self._run(self._engine.release(key, id))
+        return await self._run(self._release(key, id))
 
     async def ping(self) -> None:
         """Pings Redis; see :meth:`redis_ratelimit.RedisStore.ping`."""

@@ -199,10 +199,22 @@ class StoreBase:
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LEASES:
             raise ValueError(f"invalid limit {limit!r}: expected an integer from 1 to {MAX_LEASES}")
         lease_ms = period_ms(lease, name="lease")
-        if lease_id is not None and (not isinstance(lease_id, str) or not 1 <= len(lease_id.encode()) <= MAX_ID_LEN):
-            raise ValueError(f"invalid lease id {lease_id!r}: expected 1 to {MAX_ID_LEN} bytes")
+        if lease_id is not None:
+            _check_lease_id(lease_id)
         decision, granted = yield from self._engine.acquire(key, limit, lease_ms, lease_id)
         return lease_ms, decision, granted
+
+    def _release(self, key: str, lease_id: str) -> Operation[bool]:
+        _check_lease_id(lease_id)
+        released = yield from self._engine.release(key, lease_id)
+        return released
+
+
+def _check_lease_id(lease_id: object) -> None:
+    """Raises :class:`ValueError` unless ``lease_id`` is a string of 1 to 128 bytes, as the
+    module and the script require."""
+    if not isinstance(lease_id, str) or not 1 <= len(lease_id.encode()) <= MAX_ID_LEN:
+        raise ValueError(f"invalid lease id {lease_id!r}: expected 1 to {MAX_ID_LEN} bytes")
 
 
 __all__ = ["StoreBase", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT"]

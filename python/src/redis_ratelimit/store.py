@@ -216,7 +216,7 @@ class RedisStore(StoreBase):
 
     def release(self, key: str, id: str) -> bool:
         """Releases the lease ``id`` on ``key`` (``RATELIMIT.RELEASE``): whether it was live."""
-        return self._run(self._engine.release(key, id))
+        return self._run(self._release(key, id))
 
     # Operations ----------------------------------------------------------------------------
 

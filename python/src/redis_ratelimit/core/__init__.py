@@ -158,5 +158,14 @@ def decide_all(policies: Sequence[Policy], now_us: int, force: bool = False) -> 
         waits = [o.decision.retry_after_ms for o in outcomes if not o.decision.allowed]
         retry = NEVER if NEVER in waits else max(waits)
     if not allowed and not force:
-        outcomes = [o if is_repair(o.change) else o._replace(change=KEEP) for o in outcomes]
+        # Nothing is spent; a key without expiry still gets the repair a request of cost 0
+        # gives it, also when its own policy admitted the request.
+        kept = []
+        for o, p in zip(outcomes, policies):
+            if isinstance(o.change, Store):
+                o = o._replace(change=decide(p.limit, p.state, now_us, 0, False).change)
+            elif not is_repair(o.change):
+                o = o._replace(change=KEEP)
+            kept.append(o)
+        outcomes = kept
     return AllOutcome(allowed, retry, outcomes)

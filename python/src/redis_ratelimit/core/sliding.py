@@ -130,6 +130,9 @@ def decide(limit: Limit, state: Optional[SlidingState], now_us: int, cost: int, 
     spends = cost > 0 and (fits or force)
     change: Change
     if spends:
+        if isinstance(reading, _Held):
+            # Held counts are stored again as the current window's, on this period.
+            previous, current = 0, previous + current
         current = min(current + cost, MAX_STORED_COUNT)
         decision = at.decision(capacity, previous, current, cost, fits, force)
         change = _store(limit, window, previous, current)
