@@ -412,6 +412,26 @@ impl RedisStore {
         }
     }
 
+    /// Runs `work` on a task of its own and waits for its answer. The work then ends even when
+    /// the caller's future is dropped midway (a timeout around the call, a client gone), and
+    /// what it made is dropped on that task: an unclaimed [`crate::Reservation`] gives its
+    /// estimate back, a [`crate::Permit`] its slot. Dropped with the caller instead, a call whose
+    /// command Redis had already run would leave its units spent, or its lease held, for
+    /// nobody. Needs a Tokio runtime.
+    pub(crate) async fn to_the_end<T: Send + 'static>(
+        work: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        match tokio::spawn(work).await {
+            Ok(answer) => answer,
+            Err(error) => match error.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(Error::UnexpectedReply(
+                    "the call's task was cancelled: the Tokio runtime is shutting down".into(),
+                )),
+            },
+        }
+    }
+
     async fn run_on_redis(&self, command: &Command<'_>) -> Result<(Reply, Backend), Error> {
         let selector = &self.selector;
         self.on_redis(Some(self.config.call_deadline()), |mut conn| async move {

@@ -420,3 +420,104 @@ async fn the_failure_policy_settles_sensibly() {
         .unwrap();
     assert!(!all.allowed() && all.backend == Backend::Deny && all.decisions.len() == 2);
 }
+
+/// A metered policy beside a batched one (a hot-key share): `check_all` takes the batched limit
+/// from its share and the other in one MCHECK, and the hold of the other names the window its
+/// cost was spent in, so a settlement below the estimate gives the rest back. It used to name
+/// no window, and FIXED and SLIDING refunds then gave nothing back.
+#[tokio::test]
+async fn a_metered_policy_beside_a_batched_one_settles_in_its_window() {
+    let server = Server::start(true);
+    let store = common::connected(Config::new(server.url())).await;
+    let requests = Limit::fixed(1_000, HOUR)
+        .unwrap()
+        .with_local_batch(10)
+        .unwrap();
+    for tokens in [
+        Limit::fixed(2_000, HOUR).unwrap(),
+        Limit::sliding(2_000, HOUR).unwrap(),
+    ] {
+        let key = Key::new(tokens.algorithm().name(), "{m}");
+        let checks = [
+            LimitCheck::new(Key::new("requests", "{m}"), &requests, 1),
+            LimitCheck::new(key, &tokens, 500),
+        ];
+        let all = store.check_all(&checks).await.unwrap();
+        assert!(all.is_admitted(), "{all:?}");
+        let hold = all.hold(1, 500).unwrap();
+        let settled = store.settle(key, &tokens, hold, 100).await.unwrap();
+        assert_eq!(settled.refunded, 400, "{:?}", tokens.algorithm());
+        let left = store.quota(key, &tokens).await.unwrap().remaining;
+        assert_eq!(left, 1_900, "{:?}", tokens.algorithm());
+    }
+}
+
+/// Calls dropped while Redis holds their command (a caller's timeout shorter than the store's
+/// deadline, around a `CLIENT PAUSE WRITE` shorter than that deadline) run to their end on a
+/// task of their own, and give back what the command spent once Redis runs it: the estimate of
+/// a reservation, the slot of a permit, and the units a hot key's batch handed to nobody (back
+/// to the share, which returns them to Redis after `share_hold`). Dropped with their caller,
+/// they left 7 units spent, a lease held for an hour, and a batch of 100 spent.
+#[tokio::test]
+async fn calls_dropped_midway_give_back_what_they_spent() {
+    let server = Server::start(true);
+    let store = common::connected(Config::new(server.url())).await;
+    let mut con = server.con().await;
+    let limit = Limit::fixed(10, HOUR).unwrap();
+    let batched = Limit::fixed(1_000, HOUR)
+        .unwrap()
+        .with_local_batch(100)
+        .unwrap();
+    store.quota("warm", &limit).await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(150)
+        .arg("WRITE")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let caller = Duration::from_millis(30);
+    let reserve = tokio::time::timeout(caller, store.reserve("r", &limit, 7));
+    let acquire = tokio::time::timeout(caller, store.acquire("a", 1, HOUR));
+    let mut checks = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let store = store.clone();
+        checks.spawn(async move {
+            tokio::time::timeout(caller, store.check("h", &batched, 1))
+                .await
+                .is_err()
+        });
+    }
+    let (reserved, acquired) = tokio::join!(reserve, acquire);
+    assert!(
+        reserved.is_err() && acquired.is_err(),
+        "the callers timed out"
+    );
+    assert!(
+        checks
+            .join_all()
+            .await
+            .into_iter()
+            .all(|timed_out| timed_out),
+        "the checks timed out"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reserve_left = store.quota("r", &limit).await.unwrap().remaining;
+        let leases: u64 = redis::cmd("ZCARD")
+            .arg("ratelimit:a")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let batch_left = store.quota("h", &batched).await.unwrap().remaining;
+        if (reserve_left, leases, batch_left) == (10, 0, 1_000) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 5 s: {reserve_left} of 10 left, {leases} leases, {batch_left} of 1000 left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

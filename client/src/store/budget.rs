@@ -99,13 +99,33 @@ impl RedisStore {
         estimate: u64,
     ) -> Result<Reserved, Error> {
         let key = key.into();
-        let redis_key = self.redis_key(key);
+        let estimate = valid_cost(estimate)?;
+        let (store, limit) = (self.clone(), *limit);
+        let (redis_key, masked) = (self.redis_key(key), key.masked(&self.config.prefix));
+        // To the end even if this future is dropped: the reservation is then given back.
+        let reserved = Self::to_the_end(async move {
+            store
+                .reserve_owned(redis_key, masked, limit, estimate)
+                .await
+        })
+        .await?;
+        Ok(reserved)
+    }
+
+    async fn reserve_owned(
+        self,
+        redis_key: String,
+        masked: String,
+        limit: Limit,
+        estimate: u64,
+    ) -> Result<Reserved, Error> {
         let command = Command::Charge {
             key: &redis_key,
             limit: limit.core(),
-            cost: valid_cost(estimate)?,
+            cost: estimate,
             force: false,
         };
+        let key = Key::from(redis_key.as_str());
         let (reply, backend) = self.answer(&command, key).await?;
         let (decision, window) = reply.charged()?;
         let decision = self.enforce(Decision::from_core(decision, backend), key);
@@ -118,12 +138,7 @@ impl RedisStore {
             backend,
         };
         Ok(Reserved::Held(Reservation::new(
-            self.clone(),
-            redis_key,
-            key.masked(&self.config.prefix),
-            *limit,
-            hold,
-            decision,
+            self, redis_key, masked, limit, hold, decision,
         )))
     }
 

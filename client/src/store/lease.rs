@@ -39,8 +39,13 @@ impl RedisStore {
             lease_ms,
         );
         let sent = Instant::now();
-        let (decision, backend) = self.acquire_lease(&lease).await?;
-        Ok(Acquire::from_reply(lease, sent, decision, backend))
+        let store = self.clone();
+        // To the end even if this future is dropped: a permit granted then is released.
+        Self::to_the_end(async move {
+            let (decision, backend) = store.acquire_lease(&lease).await?;
+            Ok(Acquire::from_reply(lease, sent, decision, backend))
+        })
+        .await
     }
 
     /// `RATELIMIT.ACQUIRE` with the permit's ID: a grant, or a renewal of a live lease.

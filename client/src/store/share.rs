@@ -39,6 +39,27 @@ struct Slot {
     refill: tokio::sync::Mutex<()>,
 }
 
+/// A decision of a share's slow path, until its caller takes it: dropped unclaimed (the
+/// caller's future was dropped meanwhile), the units it handed out go back to the share.
+struct Handed {
+    decision: Decision,
+    /// `None` once claimed.
+    slot: Option<Arc<Slot>>,
+    cost: u64,
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let from_redis = matches!(self.decision.backend, Backend::Module | Backend::Script);
+        if self.decision.is_admitted() && from_redis && self.cost > 0 {
+            slot.share().put_back(self.cost);
+        }
+    }
+}
+
 /// A slot's state, locked.
 struct Locked<'a>(MutexGuard<'a, (Limit, Share)>);
 
@@ -181,35 +202,57 @@ impl RedisStore {
         if let Some(decision) = self.shares.take(key, &self.config.prefix, limit, cost) {
             return Ok(self.enforce(decision, key));
         }
-        let redis_key = self.redis_key(key);
-        let slot = self.shares.slot(&redis_key, limit);
+        let (store, redis_key, limit) = (self.clone(), self.redis_key(key), *limit);
+        // To the end even if this future is dropped: the units it took then go back to the
+        // share, rather than a whole batch being spent in Redis for nobody.
+        let mut handed =
+            Self::to_the_end(async move { store.refill_shared(redis_key, limit, cost).await })
+                .await?;
+        handed.slot = None;
+        Ok(self.enforce(handed.decision, key))
+    }
+
+    /// The slow path of [`RedisStore::check_shared`]: under the slot's refill lock, the share
+    /// again (another task may have refilled it), else a batch from Redis.
+    async fn refill_shared(
+        self,
+        redis_key: String,
+        limit: Limit,
+        cost: u64,
+    ) -> Result<Handed, Error> {
+        let slot = self.shares.slot(&redis_key, &limit);
         self.start_sweeping();
         let _refilling = slot.refill.lock().await;
-        // Another task may have refilled the share meanwhile.
+        let handed = |decision: Decision| Handed {
+            decision,
+            slot: Some(slot.clone()),
+            cost,
+        };
         let old_limit = slot.limit();
-        if old_limit == *limit {
+        if old_limit == limit {
             if let Some(decision) = slot.share().take(cost, Instant::now()) {
-                return Ok(self.enforce(decision, key));
+                return Ok(handed(decision));
             }
         }
         let leftover = slot.share().leftover(Instant::now());
         if let Some(leftover) = leftover {
-            if old_limit != *limit {
+            if old_limit != limit {
                 self.give_back(&redis_key, &old_limit, leftover).await;
-            } else if !self.give_back(&redis_key, limit, leftover).await {
+            } else if !self.give_back(&redis_key, &limit, leftover).await {
                 // Redis is out: what the share held is all this process may use.
                 let mut share = slot.share();
                 share.restore(leftover, Instant::now(), self.config.share_hold);
                 if let Some(decision) = share.take(cost, Instant::now()) {
-                    return Ok(self.enforce(decision, key));
+                    drop(share);
+                    return Ok(handed(decision));
                 }
             }
         }
-        if old_limit != *limit {
-            *slot.state.lock().unwrap_or_else(PoisonError::into_inner) = (*limit, Share::new());
+        if old_limit != limit {
+            *slot.state.lock().unwrap_or_else(PoisonError::into_inner) = (limit, Share::new());
         }
-        let decision = self.refill(&slot, &redis_key, limit, cost).await?;
-        Ok(self.enforce(decision, key))
+        let decision = self.refill(&slot, &redis_key, &limit, cost).await?;
+        Ok(handed(decision))
     }
 
     /// [`RedisStore::check_all`] when some limits have a local batch: those are taken from their
@@ -246,6 +289,8 @@ impl RedisStore {
         let rest: Vec<usize> = (0..checks.len())
             .filter(|&i| decisions[i].is_none() && checks[i].limit.local_batch() <= 1)
             .collect();
+        // The windows the others' costs were spent in, so that a metered one settles there.
+        let mut windows = vec![u64::MAX; checks.len()];
         if !rest.is_empty() {
             let others: Vec<LimitCheck<'_>> = rest.iter().map(|&i| checks[i]).collect();
             let spend = if denied {
@@ -255,8 +300,9 @@ impl RedisStore {
             };
             let all = self.decide_all(&others, spend).await?;
             denied |= !all.is_admitted();
-            for (&i, decision) in rest.iter().zip(all.decisions) {
+            for ((&i, decision), window) in rest.iter().zip(all.decisions).zip(all.windows) {
                 decisions[i] = Some(decision);
+                windows[i] = window;
             }
         }
         if denied {
@@ -274,6 +320,7 @@ impl RedisStore {
             }
         }
         let mut all = AllDecision::from_decisions(decisions.into_iter().flatten().collect());
+        all.windows = windows;
         if denied && all.is_admitted() {
             all.outcome = Outcome::RetryAfter(Duration::ZERO);
         }
