@@ -224,3 +224,18 @@ async fn clear_all_deletes_the_prefix_and_nothing_else() {
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
     assert_eq!(size, outside.len() as u64);
 }
+
+/// The increment script returns the count as `INCRBY` stored it: a Lua number would round it
+/// past 2^53, and turn 2^63 - 1 into a negative count.
+#[tokio::test]
+async fn counters_are_exact_past_2_to_the_53() {
+    let server = Server::start(false);
+    let store = store(&server, "ratelimit:").await;
+    let minute = Duration::from_secs(60);
+    let big = (1u64 << 53) + 1;
+    assert_eq!(store.increment("big", minute, big).await.unwrap(), big);
+    assert_eq!(store.increment("big", minute, 2).await.unwrap(), big + 2);
+    assert_eq!(store.get("big").await.unwrap(), big + 2);
+    let max = i64::MAX as u64;
+    assert_eq!(store.increment("max", minute, max).await.unwrap(), max);
+}

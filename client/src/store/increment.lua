@@ -6,8 +6,10 @@
 -- KEYS[1]  the counter
 -- ARGV[1]  the amount
 -- ARGV[2]  the expiry in milliseconds
-local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) == -1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return value
+-- The count read back as the string INCRBY stored: INCRBY's own reply reaches Lua as a double,
+-- which rounds counts past 2^53 (and turns 2^63 - 1 into a negative integer on return).
+return redis.call('GET', KEYS[1])
