@@ -183,3 +183,59 @@ def test_the_readme_example_runs(frozen, monkeypatch, module_server) -> None:
         assert completion.status_code == 200 and completion.json()["tokens"] == 2
         report = client.post("/reports", headers={"x-user-id": "42"})
         assert report.status_code == 200
+
+
+def test_websocket_handshakes_are_limited_as_requests(frozen, app_store) -> None:
+    """A WebSocket handshake counts against its route like a request: admitted ones get the
+    headers on their accept; a denied one gets the 429 response where the server offers the
+    websocket.http.response extension (Starlette's TestClient does), and one without a subject
+    the 400. The connection never reaches the app then."""
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import WebSocketDenialResponse
+
+    reached = []
+
+    async def echo(websocket):
+        reached.append(websocket.url.path)
+        await websocket.accept()
+        await websocket.send_text("hi")
+        await websocket.close()
+
+    app = Starlette(routes=[WebSocketRoute("/ws", echo)])
+    app.add_middleware(RateLimitMiddleware, store=app_store, key=Header("x-api-key"),
+                       routes={"/ws": [Policy("ws", 2, "1m")]})
+    client = TestClient(app)
+    for _ in range(2):
+        with client.websocket_connect("/ws", headers={"x-api-key": "k"}) as ws:
+            assert ws.receive_text() == "hi"
+    with pytest.raises(WebSocketDenialResponse) as denied:
+        with client.websocket_connect("/ws", headers={"x-api-key": "k"}):
+            pass
+    assert denied.value.status_code == 429
+    assert denied.value.headers["retry-after"]
+    assert json.loads(denied.value.content)["violated-policies"] == ["ws"]
+    with pytest.raises(WebSocketDenialResponse) as missing:
+        with client.websocket_connect("/ws"):
+            pass
+    assert missing.value.status_code == 400
+    assert reached == ["/ws", "/ws"]
+
+
+def test_a_websocket_refusal_without_the_extension_closes_with_1008() -> None:
+    """Without the websocket.http.response extension, a refused handshake is closed before it is
+    accepted, with code 1008."""
+    import asyncio
+
+    from redis_ratelimit.asgi import _WebSocketRefusal
+
+    sent = []
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(_WebSocketRefusal({"type": "websocket", "extensions": {}}, receive)(send, 429, [], b"{}"))
+    assert [m["type"] for m in sent] == ["websocket.close"]
+    assert sent[0]["code"] == 1008

@@ -50,6 +50,14 @@ def test_counters_increment_with_an_expiry_set_once(store) -> None:
     assert store.get("hits") == 0
 
 
+def test_counters_are_exact_past_2_to_the_53(store) -> None:
+    """The script returns the count as INCRBY stored it, not as a Lua double."""
+    assert store.increment("big", 60, amount=2**53 + 1) == 2**53 + 1
+    assert store.increment("big", 60, amount=2) == 2**53 + 3
+    assert store.get("big") == 2**53 + 3
+    assert store.increment("max", 60, amount=2**63 - 1) == 2**63 - 1
+
+
 def test_reset_deletes_a_limiter(store) -> None:
     assert store.reset("nothing") is False
     for _ in range(2):
@@ -180,6 +188,15 @@ def test_a_kept_alive_permit_outlives_its_lease(store) -> None:
     assert store.acquire("long-job", 1, "600ms")
 
 
+def test_a_kept_alive_permit_nobody_holds_lets_its_lease_expire(store) -> None:
+    import gc
+
+    assert store.acquire("dropped-job", 1, "300ms", keep_alive=True)
+    gc.collect()
+    pause(store, 0.9)
+    assert store.acquire("dropped-job", 1, "300ms"), "the renewals stopped with the permit"
+
+
 def test_invalid_arguments_raise_before_any_call(store) -> None:
     for call in [
         lambda: store.check("k", 0, 60),
@@ -207,3 +224,44 @@ def test_periods_take_every_spelling(store) -> None:
     for period in [90, 90.0, timedelta(seconds=90), "90s", "90000ms", "1500ms" if False else "90S"]:
         decision = store.check(f"p:{period!r}", 1, period)
         assert 89_000 <= decision.reset_after_ms <= 90_000
+
+
+@pytest.mark.parametrize("server_name", ["module_server", "script_server"])
+def test_a_burst_past_the_pool_size_waits_for_connections(server_name, request) -> None:
+    """300 calls at once on a client of 100 connections: the extra calls wait for a connection
+    (a blocking pool) instead of failing as an outage, so Redis answers every one and admits
+    exactly the limit; with redis-py's default pool 200 of them were answered by the failure
+    policy, and the in-memory limiter admitted 100 more."""
+    import asyncio
+    import uuid
+
+    import redis_ratelimit.asyncio as aio
+
+    url = request.getfixturevalue(server_name).url
+
+    async def burst():
+        store = aio.RedisStore(aio.get_redis_client(url), prefix=f"t-{uuid.uuid4().hex[:8]}:")
+        try:
+            return await asyncio.gather(*(store.check("burst", 100, "1m") for _ in range(300)))
+        finally:
+            await store.redis_client.aclose()
+
+    decisions = asyncio.run(burst())
+    assert sum(d.allowed for d in decisions) == 100
+    assert {d.backend for d in decisions} == {"module" if server_name == "module_server" else "script"}
+
+
+def test_an_async_store_answers_from_one_event_loop_after_another(module_server) -> None:
+    """A store made once and used from successive event loops (two test clients in a row): the
+    connections of the first loop, closed with it, are dropped and Redis answers on the second;
+    it once raised 'Event loop is closed'."""
+    import asyncio
+    import uuid
+
+    import redis_ratelimit.asyncio as aio
+
+    store = aio.RedisStore(aio.get_redis_client(module_server.url), prefix=f"t-{uuid.uuid4().hex[:8]}:")
+    for _ in range(3):
+        decision = asyncio.run(store.check("loops", 10, "1m"))
+        assert (decision.allowed, decision.backend) == (True, "module")
+    assert asyncio.run(store.check("loops", 10, "1m")).remaining == 6

@@ -13,6 +13,10 @@ ASGI scope); the store decides. It answers as the Rust tower layer does, with th
 - **Without a subject** (the key function answered ``None``): ``400 Bad Request``, with a
   problem body; never let through unlimited.
 - **Unmatched** by any route and no default: passed through untouched.
+- **WebSocket** handshakes count as requests of their path: an admitted one gets the headers on
+  its ``websocket.accept``; a refused one gets the 429 (or 400) response where the server offers
+  the ``websocket.http.response`` extension, else is closed before it is accepted, with code
+  1008, which the server answers with ``403``. Other scopes (``lifespan``) pass through.
 
 Several policies on a route are checked in one ``RATELIMIT.MCHECK``, all or nothing: a request
 denied by one spends nothing on the others. In a Redis Cluster the keys of one request must then
@@ -209,7 +213,8 @@ def _policies(policies: Sequence[Policy]) -> Tuple[Policy, ...]:
 
 
 class RateLimitMiddleware:
-    """ASGI middleware that rate limits HTTP requests per route and subject.
+    """ASGI middleware that rate limits HTTP requests and WebSocket handshakes per route and
+    subject.
 
     :param app: the ASGI application.
     :param store: a :class:`redis_ratelimit.asyncio.RedisStore`, or a blocking
@@ -233,17 +238,18 @@ class RateLimitMiddleware:
         self._blocking = not getattr(store, "_async", False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         policies = self.routes.find(scope.get("path", ""))
         if not policies:
             await self.app(scope, receive, send)
             return
+        respond = _respond if scope["type"] == "http" else _WebSocketRefusal(scope, receive)
         subject = self.key(scope)
         if subject is None:
             log.debug("no rate limit key for the request: 400 (path=%s)", scope.get("path"))
-            await _respond(send, 400, [], missing_key_body())
+            await respond(send, 400, [], missing_key_body())
             return
         decisions = await self._decide(policies, subject)
         now = time.time()
@@ -251,13 +257,13 @@ class RateLimitMiddleware:
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in rate_limit_headers(checked, now)]
         if all(decision.allowed for decision in decisions):
             async def send_with_headers(message: Message) -> None:
-                if message["type"] == "http.response.start":
+                if message["type"] in ("http.response.start", "websocket.accept"):
                     message = dict(message)
                     message["headers"] = list(message.get("headers") or ()) + headers
                 await send(message)
             await self.app(scope, receive, send_with_headers)
         else:
-            await _respond(send, 429, headers, quota_exceeded_body(checked))
+            await respond(send, 429, headers, quota_exceeded_body(checked))
 
     async def _decide(self, policies: Sequence[Policy], subject: str) -> Sequence[Decision]:
         engine = self.store._engine
@@ -277,6 +283,28 @@ async def _respond(send: Send, status: int, headers: List[Tuple[bytes, bytes]], 
     headers = headers + [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class _WebSocketRefusal:
+    """Refuses a WebSocket handshake: with the HTTP response an HTTP request would get (status,
+    headers and body) where the server offers the ``websocket.http.response`` extension, else
+    by closing it before accepting, with code 1008 (policy violation), which the server answers
+    with ``403 Forbidden``."""
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+
+    async def __call__(self, send: Send, status: int, headers: List[Tuple[bytes, bytes]], body: bytes) -> None:
+        message = await self.receive()
+        if message.get("type") != "websocket.connect":
+            return
+        if "websocket.http.response" in (self.scope.get("extensions") or {}):
+            headers = headers + [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+            await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": "rate limited" if status == 429 else "no rate limit key"})
 
 
 __all__ = ["RateLimitMiddleware", "KeyExtractor", "ClientIp", "Header", "FirstOf", "parse_entry", "MAX_HEADER_KEY_LEN"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from typing import Any, Awaitable, Callable, Generator, Generic, Optional, Sequence, Tuple, TypeVar
 
 import redis
@@ -24,7 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from . import drivers
-from .base import DEFAULT_PREFIX, DEFAULT_TIMEOUT, StoreBase, env_settings
+from .base import DEFAULT_PREFIX, DEFAULT_TIMEOUT, MAX_CONNECTIONS, StoreBase, env_settings
 from .permit import PermitBase
 from .reservation import ReservationBase
 from .core import FIXED
@@ -47,8 +48,12 @@ def get_redis_client(url: Optional[str] = None, *, connect_timeout: float = DEFA
         log.warning("no Redis URL is configured (REDIS_URL): rate limits are counted in memory")
         return None
     try:
-        client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=connect_timeout,
-                                              socket_timeout=response_timeout, retry=Retry(NoBackoff(), 0))
+        # A blocking pool, as the blocking store's (see redis_ratelimit.get_redis_client).
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=connect_timeout, socket_connect_timeout=connect_timeout,
+            socket_timeout=response_timeout, retry=Retry(NoBackoff(), 0))
+        client = redis.asyncio.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        client.auto_close_connection_pool = True
     except (ValueError, redis.RedisError) as error:
         log.warning("invalid Redis URL %s: %s", mask_url(url), str(error).replace(url, mask_url(url)))
         return None
@@ -223,11 +228,17 @@ class Permit(PermitBase):
             return await self._store._run(self._release())
 
     def _keep_alive(self) -> None:
+        interval = self.lease_ms / 3000
+        # The task holds the permit weakly, as the blocking store's thread does.
+        permit = weakref.ref(self)
+
         async def renew_until_released() -> None:
             while True:
-                await asyncio.sleep(self.lease_ms / 3000)
-                if not await self.renew():
+                await asyncio.sleep(interval)
+                held = permit()
+                if held is None or not await held.renew():
                     return
+                del held
         self._task = asyncio.get_running_loop().create_task(renew_until_released())
 
     async def __aenter__(self) -> "Permit":

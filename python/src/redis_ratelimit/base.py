@@ -33,6 +33,8 @@ log = logging.getLogger("redis_ratelimit")
 DEFAULT_PREFIX = "ratelimit:"
 #: Connect and response timeouts of the clients this package makes, in seconds.
 DEFAULT_TIMEOUT = 0.25
+#: Connections a client this package makes opens at most; more calls at once wait for one.
+MAX_CONNECTIONS = 100
 
 
 def client_url(client: Any) -> str:

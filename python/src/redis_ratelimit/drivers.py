@@ -7,6 +7,8 @@ when the server answers ``NOSCRIPT`` (after a restart, ``SCRIPT FLUSH`` or a fai
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Any
 
 import redis
@@ -68,9 +70,40 @@ async def run_async(client: Any, operation: Operation[T]) -> T:
             return done.value
         reply, error = None, None
         try:
-            reply = await _execute_async(client, request)
+            reply = await _execute_on_this_loop(client, request)
         except Exception as exc:  # every failure is the operation's to judge
             error = exc
+
+
+#: The event loop each asyncio client was last used on.
+_LOOPS: "weakref.WeakKeyDictionary[Any, weakref.ref]" = weakref.WeakKeyDictionary()
+
+
+def _on_this_loop(client: Any) -> None:
+    """Drops the client's pooled connections when it was last used on another event loop: they
+    belong to that loop (ended, as after one test client and before the next) and would fail,
+    maybe after sending a command, with 'Event loop is closed'."""
+    loop = asyncio.get_running_loop()
+    try:
+        last = _LOOPS.get(client)
+        if last is not None and last() is not loop:
+            client.connection_pool.reset()
+        _LOOPS[client] = weakref.ref(loop)
+    except TypeError:  # a client that takes no weak reference: left as it is
+        pass
+
+
+async def _execute_on_this_loop(client: Any, request: Any) -> Any:
+    """Runs ``request`` on connections of the running event loop. A failure of a connection of
+    another loop is a connection error: an outage to the store, not an exception of its own."""
+    _on_this_loop(client)
+    try:
+        return await _execute_async(client, request)
+    except RuntimeError as error:
+        text = str(error)
+        if "Event loop is closed" in text or "different loop" in text or "different event loop" in text:
+            raise redis.exceptions.ConnectionError(f"a connection of another event loop: {error}") from error
+        raise
 
 
 async def _execute_async(client: Any, request: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from typing import Any, Optional, Sequence, Tuple
 
 import redis
@@ -13,7 +14,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import drivers
-from .base import DEFAULT_PREFIX, DEFAULT_TIMEOUT, StoreBase, env_settings
+from .base import DEFAULT_PREFIX, DEFAULT_TIMEOUT, MAX_CONNECTIONS, StoreBase, env_settings
 from .permit import PermitBase
 from .reservation import ReservationBase
 from .core import FIXED
@@ -39,8 +40,13 @@ def get_redis_client(url: Optional[str] = None, *, connect_timeout: float = DEFA
         log.warning("no Redis URL is configured (REDIS_URL): rate limits are counted in memory")
         return None
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=response_timeout,
-                                      retry=Retry(NoBackoff(), 0))
+        # A blocking pool: past MAX_CONNECTIONS calls in flight, a call waits (up to the connect
+        # timeout) for a connection rather than failing as if Redis were down.
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=connect_timeout, socket_connect_timeout=connect_timeout,
+            socket_timeout=response_timeout, retry=Retry(NoBackoff(), 0))
+        client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        client.auto_close_connection_pool = True
     except (ValueError, redis.RedisError) as error:
         log.warning("invalid Redis URL %s: %s", mask_url(url), str(error).replace(url, mask_url(url)))
         return None
@@ -284,11 +290,16 @@ class Permit(PermitBase):
     def _keep_alive(self) -> None:
         self._stop = stop = threading.Event()
         interval = self.lease_ms / 3000
+        # The thread holds the permit weakly: a permit nobody holds any more is collected, its
+        # renewals stop, and its lease expires by itself.
+        permit = weakref.ref(self)
 
         def renew_until_released() -> None:
             while not stop.wait(interval):
-                if not self.renew():
+                held = permit()
+                if held is None or not held.renew():
                     return
+                del held
 
         threading.Thread(target=renew_until_released, name="ratelimit-permit", daemon=True).start()
 
