@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from redis_ratelimit import LimitError, Policy
+from redis_ratelimit import LimitError, Policy, RateLimitError
 
 from conftest import pause
 
@@ -265,3 +265,17 @@ def test_an_async_store_answers_from_one_event_loop_after_another(module_server)
         decision = asyncio.run(store.check("loops", 10, "1m"))
         assert (decision.allowed, decision.backend) == (True, "module")
     assert asyncio.run(store.check("loops", 10, "1m")).remaining == 6
+
+
+def test_keys_of_another_kind_are_answered_alike_on_every_backend(store) -> None:
+    """A GCRA key read as a counter raises RateLimitError, and checked as FIXED is admitted
+    (fail open, as for any error Redis answers for a key); RESET leaves a lease key alone. The
+    in-memory limiter used to raise its own error, deny, and delete the leases."""
+    assert store.check("g", 5, "1m", algorithm="GCRA")
+    with pytest.raises(RateLimitError):
+        store.get("g")
+    decision = store.check("g", 5, "1m")
+    assert (decision.allowed, decision.backend) == (True, "allow")
+    assert store.acquire("l", 1, "1m")
+    assert store.reset("l") is False
+    assert not store.acquire("l", 1, "1m"), "the lease is still held"

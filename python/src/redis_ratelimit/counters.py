@@ -4,15 +4,18 @@ operations. The counters use the Rust client's script (``client/src/store/increm
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, TypeVar
 
 from . import commands
 from .decision import LOCAL
 from .engine import Call, Engine, Eval, Operation, ScriptRef, Transaction, call
 from .errors import RateLimitError
+from .memory import WrongTypeError
 from .scripts import INCREMENT_SOURCE
 
 INCREMENT_SCRIPT = ScriptRef.of(INCREMENT_SOURCE)
+
+R = TypeVar("R")
 
 # Keys asked for per SCAN step, and so deleted per UNLINK.
 _SCAN_COUNT = 500
@@ -27,7 +30,7 @@ def increment(engine: Engine, key: str, expiry_ms: int, amount: int) -> Operatio
         value = yield from engine.guarded(call(Eval(INCREMENT_SCRIPT, (full_key,), (amount, expiry_ms))))
     except RateLimitError as failure:
         if failure.is_outage and engine.on_failure == LOCAL:
-            return engine.memory.increment(full_key, amount, expiry_ms)
+            return _in_memory(lambda: engine.memory.increment(full_key, amount, expiry_ms))
         raise
     return _counter_value(value)
 
@@ -40,7 +43,7 @@ def get_with_expiry(engine: Engine, key: str) -> Operation[Tuple[int, Optional[i
         value, ttl = yield from engine.guarded(call(Transaction((("GET", full_key), ("PTTL", full_key)))))
     except RateLimitError as failure:
         if failure.is_outage and engine.on_failure == LOCAL:
-            return engine.memory.get_with_expiry(full_key)
+            return _in_memory(lambda: engine.memory.get_with_expiry(full_key))
         raise
     if value is None:
         return 0, None
@@ -49,6 +52,15 @@ def get_with_expiry(engine: Engine, key: str) -> Operation[Tuple[int, Optional[i
         raise RateLimitError("unexpected reply from Redis: the key holds no counter", code=None)
     ttl = int(ttl)
     return _counter_value(int(number)), (ttl if ttl >= 0 else None)
+
+
+def _in_memory(count: Callable[[], R]) -> R:
+    """A counter call of the in-memory limiter, raising :class:`RateLimitError` as Redis's
+    answer would when the key holds something else than a counter."""
+    try:
+        return count()
+    except WrongTypeError:
+        raise RateLimitError("the key holds no counter", code=None) from None
 
 
 def _counter_value(value: Any) -> int:

@@ -209,8 +209,10 @@ class Engine:
             try:
                 return local()
             except (core.WrongAlgorithm, WrongTypeError) as error:
-                log.error("the in-memory limiter cannot limit this key: the request is denied (key=%s, error=%s)", masked, error)
-                return deny()
+                # As when Redis answers an error for this key: admitted (the policy is local).
+                log.error("the in-memory limiter cannot limit this key: the request is admitted (key=%s, error=%s)",
+                          masked, error)
+                return allow()
         return allow() if policy == ALLOW else deny()
 
     def outage_wait_ms(self) -> int:

@@ -111,8 +111,11 @@ class MemoryLimiter:
         with self._lock:
             now_us = self._now(now_us)
             found = self._live(key, now_us)
+            if not isinstance(found, _Entry):
+                # A lease set is no rate limit: left alone, as RATELIMIT.RESET leaves it.
+                return False
             self._entries.pop(key, None)
-            return found is not None
+            return True
 
     def acquire(self, key: str, limit: int, lease_ms: int, lease_id: Optional[str] = None, *,
                 now_us: Optional[int] = None) -> Tuple[core.Decision, Optional[str]]:
