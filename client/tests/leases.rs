@@ -423,3 +423,72 @@ async fn deny_policy_refuses_permits_during_an_outage() {
         assert!(denial.retry_after <= Duration::from_secs(3600));
     }
 }
+
+/// An ACQUIRE that times out is answered by the failure policy, but Redis may run it once it
+/// answers again (here a server stopped with SIGSTOP past the client's deadline, which reads the
+/// command when it resumes): a lease nobody holds. The client releases that ID in Redis as soon
+/// as Redis answers; it used to hold a slot for the whole lease (an hour here).
+#[tokio::test]
+async fn a_lease_granted_after_the_client_gave_up_is_released() {
+    let server = Server::start(true);
+    let store = common::connected(
+        Config::new(server.url())
+            .on_failure(FailurePolicy::Deny)
+            .response_timeout(Duration::from_millis(100)),
+    )
+    .await;
+    let mut con = server.con().await;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let pid = info
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .expect("process_id in INFO server")
+        .trim()
+        .to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    let answer = store.acquire("phantom", 1, Duration::from_secs(3600)).await;
+    signal("-CONT");
+    assert!(
+        answer.unwrap().permit().is_none(),
+        "Deny answered the timed-out acquire"
+    );
+    let calls = |stats: &str| {
+        stats
+            .lines()
+            .find(|line| line.starts_with("cmdstat_ratelimit.acquire:"))
+            .is_some()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let leases: u64 = redis::cmd("ZCARD")
+            .arg("ratelimit:phantom")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if calls(&stats) && leases == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after 10 s: ACQUIRE ran: {}, leases held: {leases}",
+            calls(&stats)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -42,10 +42,60 @@ impl RedisStore {
         let store = self.clone();
         // To the end even if this future is dropped: a permit granted then is released.
         Self::to_the_end(async move {
-            let (decision, backend) = store.acquire_lease(&lease).await?;
+            let (decision, backend) = store.acquire_new_lease(&lease).await?;
             Ok(Acquire::from_reply(lease, sent, decision, backend))
         })
         .await
+    }
+
+    /// [`RedisStore::acquire_lease`] for a new permit. When Redis times out, the failure policy
+    /// answers, but the command may still run once Redis answers again (a paused or overloaded
+    /// server), granting a lease nobody holds: its ID, this permit's own, is then released in
+    /// Redis as soon as Redis answers, for as long as such a lease could live.
+    async fn acquire_new_lease(
+        &self,
+        lease: &Lease,
+    ) -> Result<(ratelimit_core::Decision, Backend), Error> {
+        let command = Command::Acquire {
+            key: &lease.redis_key,
+            limit: lease.limit,
+            lease_ms: lease.lease_ms,
+            id: &lease.id,
+        };
+        let (reply, backend) = match self.run_on_redis(&command).await {
+            Err(error) if error.is_outage() => {
+                if error.is_timeout() {
+                    let (key, id) = (lease.redis_key.clone(), lease.id.clone());
+                    self.release_in_redis_later(key, id, lease.lease_ms);
+                }
+                self.fallback.answer(&command)?
+            }
+            answered => answered?,
+        };
+        Ok((reply.decision()?, backend))
+    }
+
+    /// Releases the lease `id` of `redis_key` in Redis once Redis answers, trying with a
+    /// doubling wait (up to a second) for at most `lease_ms`, after which no such lease lives.
+    fn release_in_redis_later(&self, redis_key: String, id: String, lease_ms: u64) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_millis(lease_ms);
+            let mut wait = Duration::from_millis(50);
+            while Instant::now() < until {
+                let command = Command::Release {
+                    key: &redis_key,
+                    id: &id,
+                };
+                match store.run_on_redis(&command).await {
+                    Err(error) if error.is_outage() => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(1));
+                    }
+                    _ => return,
+                }
+            }
+        });
     }
 
     /// `RATELIMIT.ACQUIRE` with the permit's ID: a grant, or a renewal of a live lease.
