@@ -210,6 +210,8 @@ def test_invalid_arguments_raise_before_any_call(store) -> None:
         lambda: store.acquire("l", 0, 10),
         lambda: store.acquire("l", 1, 10, id="x" * 129),
         lambda: store.release("l", ""),
+        lambda: store.check("\udcff", 10, 60),
+        lambda: store.check(b"k", 10, 60),
         lambda: store.release("l", "x" * 129),
         lambda: store.reserve("r", 10, 60, estimate=-5),
     ]:

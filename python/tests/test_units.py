@@ -88,7 +88,9 @@ def test_errors_are_classified_by_properties() -> None:
 def test_periods() -> None:
     assert [period_ms(p) for p in (60, 1.5, "1500ms", "10S", "5m", "2h", "1d", "60", timedelta(milliseconds=7))] == [
         60_000, 1500, 1500, 10_000, 300_000, 7_200_000, 86_400_000, 60_000, 7]
-    for bad in (0, -1, "0ms", "5x", "1.5s", "", 0.0005, timedelta(microseconds=1500), True, None, "3651d"):
+    assert [period_ms(p) for p in (0.001, 315_360_000.0, 0.1 + 0.2)] == [1, 315_360_000_000, 300]
+    for bad in (0, -1, "0ms", "5x", "1.5s", "", 0.0005, timedelta(microseconds=1500), True, None, "3651d",
+                1_000_000.0009, 100_000.0004):
         with pytest.raises(LimitError):
             period_ms(bad)
 

@@ -38,8 +38,10 @@ def period_ms(period: Period, *, name: str = "period") -> int:
     elif isinstance(period, int):
         ms = period * 1000
     elif isinstance(period, float) and math.isfinite(period):
+        # Whole milliseconds, within the float's own error (under 10^-4 ms up to 3650 days): a
+        # fraction of a millisecond raises, however long the period.
         scaled = round(period * 1000)
-        ms = scaled if abs(scaled - period * 1000) < 1e-6 * max(1.0, abs(period)) else None
+        ms = scaled if abs(scaled - period * 1000) < 1e-3 else None
     elif isinstance(period, str):
         match = _PERIOD.fullmatch(period)
         ms = int(match.group(1)) * _UNITS[match.group(2).lower()] if match else None

@@ -104,7 +104,14 @@ class Engine:
     # Keys ----------------------------------------------------------------------------------
 
     def redis_key(self, key: str) -> str:
-        """The Redis key of ``key``: ``prefix + key``."""
+        """The Redis key of ``key``: ``prefix + key``. Raises :class:`ValueError` for a key that is
+        no string, or that UTF-8 cannot encode (a lone surrogate), on every backend alike."""
+        if not isinstance(key, str):
+            raise ValueError(f"invalid key {key!r}: expected a string")
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"invalid key {key!r}: not encodable as UTF-8") from None
         return self.prefix + key
 
     def mask(self, full_key: str) -> str:
