@@ -100,11 +100,11 @@ impl TopKeys {
     /// references to the entries, in time linear in the summary's size, then sorts and copies
     /// only those `count`: `RATELIMIT.TOP 10` of a summary of 100,000 keys stays cheap.
     pub fn top(&self, count: usize) -> Vec<Entry> {
-        let order = |a: &&Entry, b: &&Entry| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key));
-        let mut entries: Vec<&Entry> = self.heap.iter().collect();
         if count == 0 {
             return Vec::new();
         }
+        let order = |a: &&Entry, b: &&Entry| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key));
+        let mut entries: Vec<&Entry> = self.heap.iter().collect();
         if count < entries.len() {
             entries.select_nth_unstable_by(count - 1, order);
             entries.truncate(count);

@@ -106,8 +106,11 @@ local function acquire(keys, argv)
   local id = argv[4]
   if id == '' then
     id = nil
-  elseif invalid_id(id) then
-    return invalid_id(id)
+  else
+    local invalid = invalid_id(id)
+    if invalid then
+      return invalid
+    end
   end
   local record, err = read_leases(key)
   if not record then
@@ -173,8 +176,9 @@ end
 
 local function release(keys, argv)
   local key = keys[1]
-  if invalid_id(argv[2]) then
-    return invalid_id(argv[2])
+  local invalid = invalid_id(argv[2])
+  if invalid then
+    return invalid
   end
   local record, err = read_leases(key)
   if not record then

@@ -1,12 +1,5 @@
 -- Reading a limiter's key and the server's clock, and deciding on it: what every command shares.
 
--- The key's value, decoded and checked against the algorithm the caller expects, with its
--- expiry. Returns a record { found = algorithm or nil when the key is absent, a, b, c = the
--- decoded fields, expire_at or ttl }, or nil and the error reply (WRONGTYPE, not a limiter,
--- another algorithm; `algorithm` nil accepts any).
---
--- PEXPIRETIME (7.0+) reads the expiry exactly. 6.2 only has PTTL, kept in `ttl` and made absolute
--- by `read_clock`.
 -- The error of a key holding a `found` limiter read for `algorithm` (nil: any), or nil.
 local function wrong_algorithm(found, algorithm)
   if found and algorithm and found ~= algorithm then
@@ -14,6 +7,13 @@ local function wrong_algorithm(found, algorithm)
   end
 end
 
+-- The key's value, decoded and checked against the algorithm the caller expects, with its
+-- expiry. Returns a record { found = algorithm or nil when the key is absent, a, b, c = the
+-- decoded fields, expire_at or ttl }, or nil and the error reply (WRONGTYPE, not a limiter,
+-- another algorithm; `algorithm` nil accepts any).
+--
+-- PEXPIRETIME (7.0+) reads the expiry exactly. 6.2 only has PTTL, kept in `ttl` and made absolute
+-- by `read_clock`.
 local function read_limiter(key, algorithm)
   local value = get_value(key)
   if type(value) == 'table' then

@@ -1108,13 +1108,6 @@ local function gcra(limit, period_ms, capacity, tat_plus_one, expire_at, now_us,
 end
 -- Reading a limiter's key and the server's clock, and deciding on it: what every command shares.
 
--- The key's value, decoded and checked against the algorithm the caller expects, with its
--- expiry. Returns a record { found = algorithm or nil when the key is absent, a, b, c = the
--- decoded fields, expire_at or ttl }, or nil and the error reply (WRONGTYPE, not a limiter,
--- another algorithm; `algorithm` nil accepts any).
---
--- PEXPIRETIME (7.0+) reads the expiry exactly. 6.2 only has PTTL, kept in `ttl` and made absolute
--- by `read_clock`.
 -- The error of a key holding a `found` limiter read for `algorithm` (nil: any), or nil.
 local function wrong_algorithm(found, algorithm)
   if found and algorithm and found ~= algorithm then
@@ -1122,6 +1115,13 @@ local function wrong_algorithm(found, algorithm)
   end
 end
 
+-- The key's value, decoded and checked against the algorithm the caller expects, with its
+-- expiry. Returns a record { found = algorithm or nil when the key is absent, a, b, c = the
+-- decoded fields, expire_at or ttl }, or nil and the error reply (WRONGTYPE, not a limiter,
+-- another algorithm; `algorithm` nil accepts any).
+--
+-- PEXPIRETIME (7.0+) reads the expiry exactly. 6.2 only has PTTL, kept in `ttl` and made absolute
+-- by `read_clock`.
 local function read_limiter(key, algorithm)
   local value = get_value(key)
   if type(value) == 'table' then
@@ -1526,8 +1526,11 @@ local function acquire(keys, argv)
   local id = argv[4]
   if id == '' then
     id = nil
-  elseif invalid_id(id) then
-    return invalid_id(id)
+  else
+    local invalid = invalid_id(id)
+    if invalid then
+      return invalid
+    end
   end
   local record, err = read_leases(key)
   if not record then
@@ -1593,8 +1596,9 @@ end
 
 local function release(keys, argv)
   local key = keys[1]
-  if invalid_id(argv[2]) then
-    return invalid_id(argv[2])
+  local invalid = invalid_id(argv[2])
+  if invalid then
+    return invalid
   end
   local record, err = read_leases(key)
   if not record then

@@ -400,8 +400,22 @@ impl RedisStore {
 
     /// Redis's answer to `command`, or during an outage the failure policy's.
     async fn answer(&self, command: &Command<'_>, key: Key<'_>) -> Result<(Reply, Backend), Error> {
+        self.answer_noting(command, key, |_| {}).await
+    }
+
+    /// [`RedisStore::answer`], telling `on_outage` of the outage before the failure policy
+    /// answers.
+    async fn answer_noting(
+        &self,
+        command: &Command<'_>,
+        key: Key<'_>,
+        on_outage: impl FnOnce(&Error),
+    ) -> Result<(Reply, Backend), Error> {
         match self.run_on_redis(command).await {
-            Err(error) if error.is_outage() => self.fallback.answer(command),
+            Err(error) if error.is_outage() => {
+                on_outage(&error);
+                self.fallback.answer(command)
+            }
             Err(error) => {
                 let masked = key.masked(&self.config.prefix);
                 let reason = error.redacted(command.key(), &masked);

@@ -80,12 +80,6 @@ impl Change {
             Change::Delete => None,
         }
     }
-
-    /// Whether a request that was not admitted may still make this change: only the expiry of
-    /// a key that had none, or the deletion of such a key.
-    pub fn is_repair(&self) -> bool {
-        matches!(self, Change::Expire(_) | Change::Delete)
-    }
 }
 
 /// The result of [`decide`]: the decision, what to do to the key, and the window the cost was
@@ -275,13 +269,8 @@ pub fn decide_all(
         // request would give it alone, whether its own policy admitted the request or not:
         // the change of a request of cost 0, which spends nothing.
         for (outcome, policy) in outcomes.iter_mut().zip(policies) {
-            if !outcome.change.is_repair() {
-                outcome.change = match outcome.change {
-                    Change::Store(_) => {
-                        decide(policy.limit, policy.state, now_us, 0, false)?.change
-                    }
-                    _ => Change::Keep,
-                };
+            if let Change::Store(_) = outcome.change {
+                outcome.change = decide(policy.limit, policy.state, now_us, 0, false)?.change;
             }
         }
     }

@@ -103,13 +103,12 @@ impl RedisStore {
         let (store, limit) = (self.clone(), *limit);
         let (redis_key, masked) = (self.redis_key(key), key.masked(&self.config.prefix));
         // To the end even if this future is dropped: the reservation is then given back.
-        let reserved = Self::to_the_end(async move {
+        Self::to_the_end(async move {
             store
                 .reserve_owned(redis_key, masked, limit, estimate)
                 .await
         })
-        .await?;
-        Ok(reserved)
+        .await
     }
 
     async fn reserve_owned(

@@ -56,23 +56,13 @@ impl RedisStore {
         &self,
         lease: &Lease,
     ) -> Result<(ratelimit_core::Decision, Backend), Error> {
-        let command = Command::Acquire {
-            key: &lease.redis_key,
-            limit: lease.limit,
-            lease_ms: lease.lease_ms,
-            id: &lease.id,
-        };
-        let (reply, backend) = match self.run_on_redis(&command).await {
-            Err(error) if error.is_outage() => {
-                if error.is_timeout() {
-                    let (key, id) = (lease.redis_key.clone(), lease.id.clone());
-                    self.release_in_redis_later(key, id, lease.lease_ms);
-                }
-                self.fallback.answer(&command)?
+        self.acquire_lease_noting(lease, |error| {
+            if error.is_timeout() {
+                let (key, id) = (lease.redis_key.clone(), lease.id.clone());
+                self.release_in_redis_later(key, id, lease.lease_ms);
             }
-            answered => answered?,
-        };
-        Ok((reply.decision()?, backend))
+        })
+        .await
     }
 
     /// Releases the lease `id` of `redis_key` in Redis once Redis answers, trying with a
@@ -103,6 +93,16 @@ impl RedisStore {
         &self,
         lease: &Lease,
     ) -> Result<(ratelimit_core::Decision, Backend), Error> {
+        self.acquire_lease_noting(lease, |_| {}).await
+    }
+
+    /// [`RedisStore::acquire_lease`], telling `on_outage` of an outage before the failure
+    /// policy answers.
+    async fn acquire_lease_noting(
+        &self,
+        lease: &Lease,
+        on_outage: impl FnOnce(&Error),
+    ) -> Result<(ratelimit_core::Decision, Backend), Error> {
         let command = Command::Acquire {
             key: &lease.redis_key,
             limit: lease.limit,
@@ -110,7 +110,7 @@ impl RedisStore {
             id: &lease.id,
         };
         let key = Key::from(lease.redis_key.as_str());
-        let (reply, backend) = self.answer(&command, key).await?;
+        let (reply, backend) = self.answer_noting(&command, key, on_outage).await?;
         Ok((reply.decision()?, backend))
     }
 

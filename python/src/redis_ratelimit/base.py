@@ -208,8 +208,7 @@ class StoreBase:
 
     def _release(self, key: str, lease_id: str) -> Operation[bool]:
         _check_lease_id(lease_id)
-        released = yield from self._engine.release(key, lease_id)
-        return released
+        return (yield from self._engine.release(key, lease_id))
 
 
 def _check_lease_id(lease_id: object) -> None:

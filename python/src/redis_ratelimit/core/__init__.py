@@ -160,12 +160,7 @@ def decide_all(policies: Sequence[Policy], now_us: int, force: bool = False) -> 
     if not allowed and not force:
         # Nothing is spent; a key without expiry still gets the repair a request of cost 0
         # gives it, also when its own policy admitted the request.
-        kept = []
-        for o, p in zip(outcomes, policies):
-            if isinstance(o.change, Store):
-                o = o._replace(change=decide(p.limit, p.state, now_us, 0, False).change)
-            elif not is_repair(o.change):
-                o = o._replace(change=KEEP)
-            kept.append(o)
-        outcomes = kept
+        outcomes = [o._replace(change=decide(p.limit, p.state, now_us, 0, False).change)
+                    if isinstance(o.change, Store) else o
+                    for o, p in zip(outcomes, policies)]
     return AllOutcome(allowed, retry, outcomes)
