@@ -9,8 +9,9 @@
 //! effect, as the module does. They run on Redis 6.2, 7.x and Valkey 8.
 //!
 //! The commands are one script, `lua/ratelimit.lua`, whose `ARGV[1]` names the command and
-//! whose header documents the arguments. It is sent with `EVALSHA`, and loaded again by
-//! [`redis::Script`] when the server answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
+//! whose header documents the arguments. It is sent with `EVALSHA`, and with `EVAL` (its whole
+//! text) when the server answers `NOSCRIPT`: after a restart, a `SCRIPT FLUSH`, or a failover
+//! to a replica that never ran it ([`Lua`]).
 //!
 //! The clock is the server's `TIME`, in whole milliseconds on servers older than Redis 7.2, as
 //! the module reads it there, so that the module and the script see the same instants.
@@ -22,7 +23,7 @@ use crate::module::{
 };
 use ratelimit_core::{Algorithm, Limit};
 use redis::aio::ConnectionLike;
-use redis::{RedisResult, Script, Value};
+use redis::{ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind, Value};
 
 /// The Lua fallback, `client/lua/ratelimit.lua`: the `RATELIMIT.*` commands as one script for
 /// servers without the module, with the module's decisions, replies, errors and storage
@@ -36,14 +37,61 @@ pub const LUA_SCRIPT: &str = include_str!("../lua/ratelimit.lua");
 /// It holds the script (its SHA1 computed once); it is cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct ScriptBackend {
-    script: Script,
+    script: Lua,
+}
+
+/// A Lua script sent by its SHA1 (`EVALSHA`), and by its text (`EVAL`) to a server that
+/// answers `NOSCRIPT`.
+///
+/// `EVAL` rather than redis-rs's `SCRIPT LOAD` then `EVALSHA` again: `EVAL` goes where the key
+/// lives, as `EVALSHA` did, and caches the script there. In a cluster `SCRIPT LOAD` goes to the
+/// nodes the client knows of; during a failover that can miss the replica just promoted, and
+/// the second `EVALSHA` fails with `NOSCRIPT` again.
+#[derive(Debug, Clone)]
+pub(crate) struct Lua {
+    code: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    /// The script `code`; its SHA1 is computed here, once.
+    pub(crate) fn new(code: &'static str) -> Lua {
+        Lua {
+            code,
+            hash: Script::new(code).get_hash().to_string(),
+        }
+    }
+
+    /// Runs the script on `keys` and `args`: `EVALSHA`, then `EVAL` after `NOSCRIPT`.
+    pub(crate) async fn run<C, T>(
+        &self,
+        conn: &mut C,
+        keys: &[&str],
+        args: &[String],
+    ) -> RedisResult<T>
+    where
+        C: ConnectionLike + Send,
+        T: FromRedisValue,
+    {
+        let send = |word: &str, script: &str| {
+            let mut cmd = redis::cmd(word);
+            cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
+            cmd
+        };
+        match send("EVALSHA", &self.hash).query_async(conn).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                send("EVAL", self.code).query_async(conn).await
+            }
+            answer => answer,
+        }
+    }
 }
 
 impl ScriptBackend {
     /// Prepares the script; nothing is sent to the server yet.
     pub(crate) fn new() -> ScriptBackend {
         ScriptBackend {
-            script: Script::new(LUA_SCRIPT),
+            script: Lua::new(LUA_SCRIPT),
         }
     }
 
@@ -56,41 +104,36 @@ impl ScriptBackend {
     where
         C: ConnectionLike + Send,
     {
-        let mut invocation = self.script.prepare_invoke();
-        for key in command.keys() {
-            invocation.key(key);
-        }
-        for arg in arguments(command) {
-            invocation.arg(arg);
-        }
+        let (keys, args) = (command.keys(), arguments(command));
+        let script = &self.script;
         match command {
             Command::Check { .. } | Command::Quota { .. } => {
-                let reply: Vec<i64> = invocation.invoke_async(conn).await?;
+                let reply: Vec<i64> = script.run(conn, &keys, &args).await?;
                 Ok(Reply::Decision(decision_from_reply(&reply)?))
             }
             Command::Reset { .. } => {
-                let deleted: i64 = invocation.invoke_async(conn).await?;
+                let deleted: i64 = script.run(conn, &keys, &args).await?;
                 Ok(Reply::Reset(deleted == 1))
             }
             Command::Acquire { .. } => {
-                let reply: Vec<Value> = invocation.invoke_async(conn).await?;
+                let reply: Vec<Value> = script.run(conn, &keys, &args).await?;
                 Ok(Reply::Decision(acquired_from_reply(&reply)?))
             }
             Command::Release { .. } => {
-                let released: i64 = invocation.invoke_async(conn).await?;
+                let released: i64 = script.run(conn, &keys, &args).await?;
                 Ok(Reply::Released(released == 1))
             }
             Command::Charge { .. } => {
-                let reply: Vec<i64> = invocation.invoke_async(conn).await?;
+                let reply: Vec<i64> = script.run(conn, &keys, &args).await?;
                 let (decision, window) = windowed_from_reply(&reply)?;
                 Ok(Reply::Charged(decision, window))
             }
             Command::MultiCheck { .. } => {
-                let reply: redis::Value = invocation.invoke_async(conn).await?;
+                let reply: redis::Value = script.run(conn, &keys, &args).await?;
                 Ok(Reply::MultiCheck(multi_from_reply(reply)?))
             }
             Command::Refund { .. } => {
-                let reply: Vec<i64> = invocation.invoke_async(conn).await?;
+                let reply: Vec<i64> = script.run(conn, &keys, &args).await?;
                 let (refunded, standing) = refund_from_reply(&reply)?;
                 Ok(Reply::Refunded(refunded, standing))
             }

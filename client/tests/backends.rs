@@ -91,6 +91,73 @@ async fn a_server_without_the_module_gets_the_script() {
     assert!(store.check("k", &limit, 1).await.unwrap().is_admitted());
 }
 
+/// The calls of `command` in the server's `INFO commandstats` (0 when never called).
+async fn calls(con: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A server that lost the script (`SCRIPT FLUSH`, a restart, a replica just promoted) gets it
+/// whole with the command that met `NOSCRIPT` (`EVAL`, sent where the key lives), not through
+/// `SCRIPT LOAD`, which a cluster client sends to the nodes it knows of and which, during a
+/// failover, can miss the new master. The seed's counter script does the same.
+#[tokio::test]
+async fn a_server_that_lost_the_script_gets_it_with_the_command() {
+    let server = Server::start(false);
+    let store = connect(Config::new(server.url())).await;
+    let mut con = server.con().await;
+    assert!(store.check("k", &limit(5), 1).await.unwrap().is_admitted());
+    assert_eq!(
+        store
+            .increment("n", Duration::from_secs(60), 2)
+            .await
+            .unwrap(),
+        2
+    );
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+
+    let d = store.check("k", &limit(5), 1).await.unwrap();
+    assert_eq!((d.backend, d.remaining), (Backend::Script, 3));
+    assert_eq!(
+        store
+            .increment("n", Duration::from_secs(60), 2)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(calls(&mut con, "eval").await, 2, "one EVAL per script");
+    // `script|load` on Redis 7+, `script` on 6.2.
+    let loads = calls(&mut con, "script|load").await + calls(&mut con, "script").await;
+    assert_eq!(loads, 0, "no SCRIPT LOAD");
+    // Cached by EVAL: the next calls go by SHA1 again.
+    assert_eq!(store.check("k", &limit(5), 1).await.unwrap().remaining, 2);
+    assert_eq!(
+        store
+            .increment("n", Duration::from_secs(60), 1)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(calls(&mut con, "eval").await, 2);
+}
+
 /// The server restarts without the module (it cannot be unloaded), then with it again: the
 /// store follows each time, and every backend counts the same key, kept by the AOF.
 #[tokio::test]

@@ -151,7 +151,7 @@ async fn same_answers_as_one_server(store: &RedisStore, backend: Backend) {
 }
 
 /// `SCRIPT FLUSH` on every node: the next check on each master meets `NOSCRIPT` there, and the
-/// script is loaded again.
+/// script is sent whole (`EVAL`), which caches it on that master.
 async fn scripts_reload_on_each_node(cluster: &Cluster, store: &RedisStore) {
     let shards = cluster.shards().await;
     let tags = slot_tags("noscript:");
@@ -166,8 +166,7 @@ async fn scripts_reload_on_each_node(cluster: &Cluster, store: &RedisStore) {
         let d = d.unwrap_or_else(|e| panic!("{key} after SCRIPT FLUSH: {e}"));
         assert_eq!((d.backend, d.remaining), (Backend::Script, 4));
     }
-    // `SCRIPT LOAD` goes to every master. A replica gets the script when it is promoted and
-    // meets NOSCRIPT: see the failover step.
+    // A replica gets the script when it is promoted and meets NOSCRIPT: see the failover step.
     for shard in &shards {
         assert!(
             script_loaded(cluster, shard.master).await,
@@ -531,7 +530,7 @@ async fn fail_over_under_traffic(cluster: &Cluster, store: &RedisStore, backend:
     assert_eq!((d.backend, d.remaining), (backend, 3), "nothing was reset");
     let fixed = format!("{PREFIX}{}", full[0].0);
     assert_eq!(get_on(&mut on_replica, &fixed).await, Ok(Some("3".into())));
-    // The script runs on the new master: loaded there after NOSCRIPT if it was missing.
+    // The script runs on the new master: sent whole after NOSCRIPT if it was missing there.
     let mut script = String::new();
     if backend == Backend::Script {
         assert!(script_loaded(cluster, replica).await);

@@ -1072,8 +1072,8 @@ async fn a_route_is_one_mcheck_per_request_with_an_item_per_policy() {
         let mut con = server.con().await;
         let (mut before, mut evals) = (0, 0);
         for remaining in [2, 1, 0] {
-            // Counted from the second request: the first loads the script (NOSCRIPT, then
-            // EVALSHA again).
+            // Counted from the second request: the first meets NOSCRIPT and sends the script
+            // whole (EVAL).
             if remaining == 1 {
                 before = command_calls(&mut con, "ratelimit.mcheck").await;
                 evals = command_calls(&mut con, "evalsha").await;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -114,11 +115,28 @@ def test_errors_for_a_key_fail_open(module_server, script_server, caplog) -> Non
     assert "1234567" not in messages and "err:12****" in messages
 
 
-def test_the_script_is_loaded_again_after_a_flush(script_server) -> None:
+def test_the_script_is_sent_whole_after_a_flush(script_server) -> None:
+    """A server that lost the script gets it with the command that met NOSCRIPT (EVAL, sent where
+    the key lives), not through SCRIPT LOAD, which a cluster client sends to the nodes it knows of."""
     store = RedisStore(get_redis_client(script_server.url), prefix="flush:")
-    assert store.check("k", 2, 60).backend == "script"
-    script_server.client().script_flush()
-    assert store.check("k", 2, 60).remaining == 0
+    assert store.check("k", 3, 60).backend == "script"
+    client = script_server.client()
+    client.script_flush()
+    client.config_resetstat()
+    assert store.check("k", 3, 60).remaining == 1
+    stats = client.info("commandstats")
+    assert stats.get("cmdstat_eval", {}).get("calls") == 1
+    assert "cmdstat_script|load" not in stats and "cmdstat_script" not in stats
+    assert store.check("k", 3, 60).remaining == 0
+    assert client.info("commandstats")["cmdstat_eval"]["calls"] == 1, "cached by EVAL"
+
+    async def on_asyncio() -> int:
+        store = aio.RedisStore(aio.get_redis_client(script_server.url), prefix="flush:")
+        client.script_flush()
+        return (await store.check("a", 3, 60)).remaining
+
+    assert asyncio.run(on_asyncio()) == 2
+    assert client.info("commandstats")["cmdstat_eval"]["calls"] == 2
 
 
 def test_module_and_script_share_storage(module_server) -> None:

@@ -17,8 +17,8 @@
 use super::connection::Connection;
 use crate::decision::{Decision, Outcome, Quota};
 use crate::error::Error;
+use crate::script::Lua;
 use redis::aio::ConnectionLike;
-use redis::Script;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -50,9 +50,9 @@ pub(crate) fn seed_answer(decision: &Decision, check_only: bool) -> (bool, Quota
 }
 
 /// The increment script, loaded once per process.
-fn increment_script() -> &'static Script {
-    static SCRIPT: OnceLock<Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(include_str!("increment.lua")))
+fn increment_script() -> &'static Lua {
+    static SCRIPT: OnceLock<Lua> = OnceLock::new();
+    SCRIPT.get_or_init(|| Lua::new(include_str!("increment.lua")))
 }
 
 /// Adds `amount` to the counter `key` and answers its new value; a new counter expires after
@@ -72,9 +72,8 @@ pub(crate) async fn increment(
     let expiry_ms = u64::try_from(expiry.as_millis())
         .unwrap_or(u64::MAX)
         .clamp(1, i64::MAX as u64);
-    let mut invocation = increment_script().key(key);
-    invocation.arg(amount).arg(expiry_ms);
-    let value: i64 = invocation.invoke_async(conn).await?;
+    let args = [amount.to_string(), expiry_ms.to_string()];
+    let value: i64 = increment_script().run(conn, &[key], &args).await?;
     counter_value(value)
 }
 

@@ -40,8 +40,9 @@ def _execute(client: Any, request: Any) -> Any:
         try:
             return client.execute_command("EVALSHA", request.script.sha, *arguments)
         except redis.exceptions.NoScriptError:
-            client.execute_command("SCRIPT", "LOAD", request.script.source)
-            return client.execute_command("EVALSHA", request.script.sha, *arguments)
+            # The whole script, sent where the key lives (and cached there): SCRIPT LOAD goes to
+            # the nodes a cluster client knows of, which during a failover can miss the new master.
+            return client.execute_command("EVAL", request.script.source, *arguments)
     if isinstance(request, Transaction):
         pipe = client.pipeline(transaction=True)
         for command in request.commands:
@@ -114,8 +115,7 @@ async def _execute_async(client: Any, request: Any) -> Any:
         try:
             return await client.execute_command("EVALSHA", request.script.sha, *arguments)
         except redis.exceptions.NoScriptError:
-            await client.execute_command("SCRIPT", "LOAD", request.script.source)
-            return await client.execute_command("EVALSHA", request.script.sha, *arguments)
+            return await client.execute_command("EVAL", request.script.source, *arguments)
     if isinstance(request, Transaction):
         async with client.pipeline(transaction=True) as pipe:
             for command in request.commands:
