@@ -124,10 +124,11 @@ pub fn parse_module_args<A: Deref<Target = [u8]>>(args: &[A]) -> Result<Settings
         }
         let value: &[u8] = rest.next().ok_or(ArgumentError::MissingValue(argument))?;
         if argument == TOP_KEYS {
-            settings.top_keys =
-                ratelimit_core::parse::integer_in(value, 0, crate::top::MAX_CAPACITY as u64)
-                    .ok_or_else(|| ArgumentError::InvalidTopKeys(Echo::new(value)))?
-                    as usize;
+            // Canonical digits, as `CONFIG SET ratelimit.top-keys` takes them: no `05`.
+            settings.top_keys = ratelimit_core::parse::canonical_u64(value)
+                .filter(|&n| n <= crate::top::MAX_CAPACITY as u64)
+                .ok_or_else(|| ArgumentError::InvalidTopKeys(Echo::new(value)))?
+                as usize;
         } else {
             settings.default_algorithm = Algorithm::parse(value)
                 .ok_or_else(|| ArgumentError::InvalidAlgorithm(Echo::new(value)))?;
@@ -353,6 +354,18 @@ mod tests {
             (7, Algorithm::Gcra)
         );
         assert_eq!(parse("").unwrap().top_keys, crate::top::DEFAULT_CAPACITY);
+        // What `CONFIG SET` refuses, the load arguments refuse too.
+        for bad in ["05", "00", "+5", "-1", "100001", "1e3", " 5"] {
+            let line = format!("top-keys {bad}");
+            let args: Vec<&[u8]> = vec![b"top-keys", bad.as_bytes()];
+            assert!(
+                matches!(
+                    parse_module_args(&args),
+                    Err(ArgumentError::InvalidTopKeys(_))
+                ),
+                "{line}"
+            );
+        }
     }
 
     #[test]
