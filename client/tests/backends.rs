@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Options, Server};
+use common::{command_calls, Options, Server};
 use ratelimit_client::{Algorithm, Backend, Config, Limit, Outcome, RedisStore};
 use std::time::{Duration, Instant};
 
@@ -91,20 +91,6 @@ async fn a_server_without_the_module_gets_the_script() {
     assert!(store.check("k", &limit, 1).await.unwrap().is_admitted());
 }
 
-/// The calls of `command` in the server's `INFO commandstats` (0 when never called).
-async fn calls(con: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(con)
-        .await
-        .unwrap();
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A server that lost the script (`SCRIPT FLUSH`, a restart, a replica just promoted) gets it
 /// whole with the command that met `NOSCRIPT` (`EVAL`, sent where the key lives), not through
 /// `SCRIPT LOAD`, which a cluster client sends to the nodes it knows of and which, during a
@@ -142,9 +128,14 @@ async fn a_server_that_lost_the_script_gets_it_with_the_command() {
             .unwrap(),
         4
     );
-    assert_eq!(calls(&mut con, "eval").await, 2, "one EVAL per script");
+    assert_eq!(
+        command_calls(&mut con, "eval").await,
+        2,
+        "one EVAL per script"
+    );
     // `script|load` on Redis 7+, `script` on 6.2.
-    let loads = calls(&mut con, "script|load").await + calls(&mut con, "script").await;
+    let loads =
+        command_calls(&mut con, "script|load").await + command_calls(&mut con, "script").await;
     assert_eq!(loads, 0, "no SCRIPT LOAD");
     // Cached by EVAL: the next calls go by SHA1 again.
     assert_eq!(store.check("k", &limit(5), 1).await.unwrap().remaining, 2);
@@ -155,7 +146,7 @@ async fn a_server_that_lost_the_script_gets_it_with_the_command() {
             .unwrap(),
         5
     );
-    assert_eq!(calls(&mut con, "eval").await, 2);
+    assert_eq!(command_calls(&mut con, "eval").await, 2);
 }
 
 /// The server restarts without the module (it cannot be unloaded), then with it again: the

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{connected, wait_until, Server};
+use common::{command_calls, connected, wait_until, Server};
 use ratelimit_client::{Backend, Config, FailurePolicy, Limit, Outcome};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,20 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "hot";
-
-/// The calls of `command` in the server's `INFO commandstats`.
-async fn calls(con: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(con)
-        .await
-        .unwrap();
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 /// The FIXED count stored under the store's key, 0 when absent.
 async fn stored_count(con: &mut redis::aio::MultiplexedConnection) -> u64 {
@@ -61,7 +47,8 @@ async fn four_stores_on_one_hot_key(module: bool, seconds: u64) {
     };
     assert_eq!(stores[0].backend(), Some(backend));
     let mut con = server.con().await;
-    let before = calls(&mut con, "ratelimit.check").await + calls(&mut con, "evalsha").await;
+    let before =
+        command_calls(&mut con, "ratelimit.check").await + command_calls(&mut con, "evalsha").await;
 
     // Admissions by the instant their window ends, in ms since `origin`.
     let origin = Instant::now();
@@ -96,9 +83,9 @@ async fn four_stores_on_one_hot_key(module: bool, seconds: u64) {
     for task in tasks {
         task.await.unwrap();
     }
-    let after = calls(&mut con, "ratelimit.check").await
-        + calls(&mut con, "ratelimit.refund").await
-        + calls(&mut con, "evalsha").await;
+    let after = command_calls(&mut con, "ratelimit.check").await
+        + command_calls(&mut con, "ratelimit.refund").await
+        + command_calls(&mut con, "evalsha").await;
 
     // Group the window ends: those of one window lie within a few ms of each other, and
     // windows are 1 s apart.

@@ -1002,19 +1002,6 @@ fn the_routes_are_logged_once() {
 
 // One MCHECK per request, and usage settled, against a real server ---------------------------------
 
-/// The calls of `command` (`ratelimit.mcheck`) that the server counted.
-async fn command_calls(con: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(con)
-        .await
-        .unwrap();
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
-}
-
 /// A service that "generates" the number of tokens its request's `x-tokens` header says, and
 /// reports them to the layer's [`Usage`] when the route is metered.
 fn generator() -> impl Service<
@@ -1075,8 +1062,8 @@ async fn a_route_is_one_mcheck_per_request_with_an_item_per_policy() {
             // Counted from the second request: the first meets NOSCRIPT and sends the script
             // whole (EVAL).
             if remaining == 1 {
-                before = command_calls(&mut con, "ratelimit.mcheck").await;
-                evals = command_calls(&mut con, "evalsha").await;
+                before = common::command_calls(&mut con, "ratelimit.mcheck").await;
+                evals = common::command_calls(&mut con, "evalsha").await;
             }
             let reply = send(&mut service, 0).await;
             assert_eq!(reply.status, StatusCode::OK);
@@ -1110,12 +1097,12 @@ async fn a_route_is_one_mcheck_per_request_with_an_item_per_policy() {
             .unwrap();
         assert_eq!(tpm, "300");
         let calls = if module {
-            command_calls(&mut con, "ratelimit.mcheck").await - before
+            common::command_calls(&mut con, "ratelimit.mcheck").await - before
         } else {
-            command_calls(&mut con, "evalsha").await - evals
+            common::command_calls(&mut con, "evalsha").await - evals
         };
         assert_eq!(calls, 3, "one call per request (module: {module})");
-        assert_eq!(command_calls(&mut con, "ratelimit.check").await, 0);
+        assert_eq!(common::command_calls(&mut con, "ratelimit.check").await, 0);
     }
 }
 

@@ -172,6 +172,21 @@ where
     }
 }
 
+/// The calls of `command` (`evalsha`, `ratelimit.mcheck`, `script|load`) that the server has
+/// counted in `INFO commandstats`; 0 when it was never called.
+pub async fn command_calls(con: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
 /// The test connections' settings: a response timeout far above any command's time, so that a
 /// loaded machine slows the tests down but never fails them (the `redis` crate's default is
 /// 500 ms).
