@@ -1,8 +1,9 @@
 """Running the engine's operations: with a blocking redis-py client, or awaiting an asyncio one.
 
 Each yielded call is executed and its reply sent back into the operation; an error is thrown
-into it, where the engine decides what it means. Scripts go by ``EVALSHA`` and are loaded again
-when the server answers ``NOSCRIPT`` (after a restart, ``SCRIPT FLUSH`` or a failover).
+into it, where the engine decides what it means. Scripts go by ``EVALSHA``, and by ``EVAL`` (their
+whole text, cached by the server) when it answers ``NOSCRIPT`` (after a restart, ``SCRIPT FLUSH``
+or a failover).
 """
 
 from __future__ import annotations

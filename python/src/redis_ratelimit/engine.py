@@ -39,7 +39,7 @@ POLICIES = (LOCAL, ALLOW, DENY)
 
 
 class ScriptRef(NamedTuple):
-    """A Lua script and its SHA1, run with EVALSHA and loaded again on NOSCRIPT."""
+    """A Lua script and its SHA1, run with EVALSHA, sent whole (EVAL) on NOSCRIPT."""
 
     source: str
     sha: str
@@ -60,7 +60,7 @@ class Call(NamedTuple):
 
 
 class Eval(NamedTuple):
-    """A script: ``EVALSHA sha numkeys keys... args...``, loaded again on NOSCRIPT."""
+    """A script: ``EVALSHA sha numkeys keys... args...``, sent whole (EVAL) on NOSCRIPT."""
 
     script: ScriptRef
     keys: Tuple[Any, ...]
